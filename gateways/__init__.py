@@ -1,0 +1,1 @@
+"""Gateways that push events to clients."""

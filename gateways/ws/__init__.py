@@ -1,0 +1,1 @@
+"""The WebSocket fan-out gateway."""

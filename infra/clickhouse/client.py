@@ -1,0 +1,21 @@
+"""One way to get a ClickHouse client: from the DSN in settings.
+
+chDB locks its data directory: one process at a time may open it, and one process may open only
+one chDB path. Close the client when done so another process (e.g. `lustrax sql`) can take it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from lustrax.settings import Settings
+
+
+def clickhouse_client(settings: Settings) -> Client:
+    url = settings.clickhouse_url
+    if url.startswith("chdb://"):
+        Path(url.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+    return clickhouse_connect.get_client(dsn=url)

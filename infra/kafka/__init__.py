@@ -1,0 +1,1 @@
+"""Apache Kafka (KRaft, single combined broker+controller) for the local stack."""

@@ -1,0 +1,1 @@
+"""LustraX Stream: the composition root (settings, CLI, local stack supervisor)."""

@@ -1,0 +1,139 @@
+"""`lustrax`: the command line of the project (local stack, operations, analysts)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from lustrax.errors import ComponentError, LustraxError
+from lustrax.process import pid_alive, tail
+from lustrax.settings import Settings, load_settings
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    if args.detach:
+        return _up_detached(settings)
+    from lustrax.stack import LocalStack, read_state
+
+    state = read_state(settings)
+    if state and pid_alive(int(state.get("supervisor_pid", 0))):  # type: ignore[arg-type]
+        raise LustraxError(f"a stack is already running (pid {state['supervisor_pid']}); `lustrax down` stops it")
+    # Ctrl-C and `lustrax down` (SIGTERM) both stop the stack in order, even when started from a
+    # shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    stack = LocalStack(settings)
+    print(f"lustrax: starting the local stack (state in {settings.home}) ...", flush=True)
+    try:
+        endpoints = stack.start()
+        for endpoint in endpoints:
+            print(f"  {endpoint.name:<11} {endpoint.address:<45} {endpoint.detail}")
+        print(f"lustrax: ready in {stack.timings['ready']:.1f} s; logs in {settings.logs_dir}; Ctrl-C stops",
+              flush=True)
+        while (failed := stack.failed_component()) is None:
+            time.sleep(0.5)
+        raise ComponentError(failed.name, "stopped unexpectedly", failed.log_path)
+    except KeyboardInterrupt:
+        print("\nlustrax: stopping ...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def _up_detached(settings: Settings) -> int:
+    """Run `lustrax up` as a background supervisor and return once it is ready."""
+    from lustrax.stack import read_state, state_file
+
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / "lustrax.log"
+    state_file(settings).unlink(missing_ok=True)
+    with log_path.open("ab") as log:
+        supervisor = subprocess.Popen([sys.executable, "-m", "lustrax.cli", "up"], stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + settings.startup_timeout_s + 1200  # first run may download and build
+    while time.monotonic() < deadline:
+        state = read_state(settings)
+        if state and state.get("ready") and state.get("supervisor_pid") == supervisor.pid:
+            print(tail(log_path, len(state.get("endpoints", [])) + 1))  # type: ignore[arg-type]
+            print(f"lustrax: running in the background (pid {supervisor.pid}); `lustrax down` stops it")
+            return 0
+        if supervisor.poll() is not None:
+            raise LustraxError(f"the stack failed to start: {tail(log_path, 1)} (log: {log_path})")
+        time.sleep(0.3)
+    supervisor.terminate()
+    raise LustraxError(f"the stack did not become ready in time (log: {log_path})")
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from lustrax.stack import stop_running_stack
+
+    print("lustrax: stopped" if stop_running_stack(settings) else "lustrax: nothing is running")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from lustrax.stack import probe_components
+
+    results = probe_components(settings)
+    for name, (ok, detail) in results.items():
+        print(f"  {name:<11} {'ready' if ok else 'DOWN':<6} {detail}")
+    return 0 if all(ok for ok, _ in results.values()) else 1
+
+
+def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
+    from lustrax.stack import LocalStack
+
+    stack = LocalStack(settings)
+    stack.install()
+    print(f"lustrax: Kafka {settings.kafka_version} and versitygw {settings.versitygw_version} are installed "
+          f"under {settings.cache_dir} ({stack.timings['install']:.1f} s)")
+    return 0
+
+
+def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
+    from lustrax.provision import provision
+
+    for endpoint in provision(settings):
+        print(f"  {endpoint.name:<11} {endpoint.address:<45} {endpoint.detail}")
+    return 0
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lustrax", description="LustraX Stream: local stack and operations")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the local stack (Kafka, S3 server, ClickHouse) and the services")
+    up.add_argument("--detach", action="store_true", help="run in the background; `lustrax down` stops it")
+    up.set_defaults(handler=cmd_up)
+    sub.add_parser("down", help="stop a running local stack").set_defaults(handler=cmd_down)
+    sub.add_parser("status", help="what answers; exits non-zero while anything is down").set_defaults(
+        handler=cmd_status)
+    sub.add_parser("setup", help="fetch Kafka (Maven) and build versitygw (Go) into the cache").set_defaults(
+        handler=cmd_setup)
+    sub.add_parser("provision", help="create topics and buckets, apply ClickHouse migrations (idempotent)"
+                   ).set_defaults(handler=cmd_provision)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(load_settings(), args))
+    except LustraxError as exc:
+        print(f"lustrax: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

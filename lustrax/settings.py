@@ -1,0 +1,160 @@
+"""The one settings module: every host, port, bucket and secret comes from here.
+
+All values are read from environment variables prefixed ``LUSTRAX_`` (``LUSTRAX_KAFKA_BOOTSTRAP``
+for ``kafka_bootstrap`` and so on); the defaults describe the local stack on loopback. Secrets
+that are not given are generated once under ``LUSTRAX_HOME/secrets`` for local use; with
+``LUSTRAX_ENV=production`` a missing secret is an error instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lustrax.errors import ConfigError
+
+ENV_PREFIX = "LUSTRAX_"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _checkout_root() -> Path:
+    """The source checkout when running from one (where `.lustrax/` goes), else the cwd."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def split_host_port(address: str, default_port: int) -> tuple[str, int]:
+    """'host:port' (or a URL) -> (host, port); IPv6 in brackets is accepted."""
+    parsed = urlsplit(address if "//" in address else f"//{address}")
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    env: Literal["local", "production"] = "local"
+    home: Path = Field(default_factory=lambda: _checkout_root() / ".lustrax")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "lustrax")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 9093
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "512m"
+
+    # S3
+    s3_endpoint: str = "http://127.0.0.1:7070"
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_uploads_bucket: str = "lustrax-uploads"
+    s3_public_bucket: str = "lustrax-public"
+    s3_staging_bucket: str = "lustrax-staging"
+    versitygw_version: str = "v1.8.0"
+
+    # ClickHouse: embedded chDB on a data directory unless a server URL is given.
+    clickhouse_dsn: str | None = None
+    clickhouse_database: str = "lustrax"
+
+    # Delivery
+    cdn_base: str | None = None
+    jwt_secret: str | None = None
+
+    # Services (later issues add theirs here)
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8080
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8765
+
+    startup_timeout_s: float = Field(default=90.0, gt=0)
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> "Settings":
+        if self.env == "production":
+            missing = [
+                f"{ENV_PREFIX}{name.upper()}"
+                for name in ("s3_access_key", "s3_secret_key", "jwt_secret", "clickhouse_dsn", "cdn_base")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"production requires {', '.join(missing)}")
+        return self
+
+    # -- derived locations -------------------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def kafka_address(self) -> tuple[str, int]:
+        return split_host_port(self.kafka_bootstrap.split(",")[0], 9092)
+
+    @property
+    def s3_address(self) -> tuple[str, int]:
+        return split_host_port(self.s3_endpoint, 7070)
+
+    @property
+    def clickhouse_url(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def clickhouse_embedded(self) -> bool:
+        return self.clickhouse_url.startswith("chdb://")
+
+    @property
+    def public_base_url(self) -> str:
+        return (self.cdn_base or f"{self.s3_endpoint.rstrip('/')}/{self.s3_public_bucket}").rstrip("/")
+
+    # -- secrets: given, or generated once for the local stack ---------------------------------
+    @cached_property
+    def s3_credentials(self) -> tuple[str, str]:
+        return (
+            self.s3_access_key or self._local_secret("s3_access_key", lambda: "lx" + secrets.token_hex(8)),
+            self.s3_secret_key or self._local_secret("s3_secret_key", lambda: secrets.token_urlsafe(30)),
+        )
+
+    @cached_property
+    def jwt_signing_secret(self) -> str:
+        return self.jwt_secret or self._local_secret("jwt_secret", lambda: secrets.token_urlsafe(48))
+
+    def _local_secret(self, name: str, make: Callable[[], str]) -> str:
+        path = self.home / "secrets" / name
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = make()
+        # O_EXCL: when two processes race, one writes and both read the same value.
+        try:
+            fd = open(path, "x", opener=lambda p, flags: os.open(p, flags, 0o600))
+        except FileExistsError:
+            return path.read_text().strip()
+        with fd:
+            fd.write(value)
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; a bad value is a ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{str(err['loc'][0]).upper() if err['loc'] else ''}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

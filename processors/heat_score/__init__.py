@@ -1,0 +1,1 @@
+"""Rolling heat scores over views, likes and watch ticks."""

@@ -1,0 +1,1 @@
+"""Moderation of transcoded videos before publication."""

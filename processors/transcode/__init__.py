@@ -1,0 +1,1 @@
+"""Transcoding of uploads into HLS ladders."""

@@ -1,0 +1,1 @@
+"""Producers: the ingest API and clients that turn requests into Avro events on Kafka."""

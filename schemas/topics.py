@@ -1,0 +1,48 @@
+"""The topic catalogue: every topic, the Avro record it carries, its key, partitions and retention.
+
+Every topic is keyed by `video_id` so that all events of one video stay in order on one partition.
+The project creates these topics itself (broker auto-creation is off): `infra.kafka.topics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    schema: str  # the Avro record name in schemas/avro/
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    key: str = "video_id"
+
+
+def _retained(days: int) -> dict[str, str]:
+    return {"cleanup.policy": "delete", "retention.ms": str(days * DAY_MS)}
+
+
+# Latest value per video kept forever: state that services rebuild by replaying the topic.
+_COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(3600 * 1000)}
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("lustrax.video.uploaded", "VideoUploaded", 3, _retained(30)),
+    TopicSpec("lustrax.video.transcode-progress", "TranscodeProgress", 3, _retained(1)),
+    TopicSpec("lustrax.video.transcoded", "VideoTranscoded", 3, _retained(30)),
+    TopicSpec("lustrax.video.transcode-failed", "TranscodeFailed", 3, _retained(30)),
+    TopicSpec("lustrax.video.moderation", "ModerationDecided", 3, _retained(365)),
+    TopicSpec("lustrax.video.published", "VideoPublished", 3, _COMPACTED),
+    TopicSpec("lustrax.engagement.views", "VideoView", 6, _retained(7)),
+    TopicSpec("lustrax.engagement.likes", "VideoLike", 6, _retained(30)),
+    TopicSpec("lustrax.engagement.watch-ticks", "WatchTick", 6, _retained(3)),
+    TopicSpec("lustrax.feed.like-updates", "LikeUpdate", 3, _retained(1)),
+    TopicSpec("lustrax.analytics.heat-scores", "HeatScoreUpdated", 3, _COMPACTED),
+)
+
+TOPIC_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}
+TOPIC_BY_SCHEMA: dict[str, TopicSpec] = {spec.schema: spec for spec in TOPICS}
+
+# Messages a processor could not handle, with the reason in the headers; raw bytes, no schema.
+DEAD_LETTER_TOPIC = TopicSpec("lustrax.dead-letters", "", 3, _retained(30))

@@ -1,0 +1,88 @@
+"""Session fixtures: one real stack per test run.
+
+Where the stack comes from, in order:
+1. LUSTRAX_TEST_EXTERNAL=1: the services named by the LUSTRAX_* environment variables;
+2. a Docker engine answers: testcontainers (Apache Kafka and versitygw images);
+3. otherwise: the project's own local stack (Kafka from Maven, versitygw) on free loopback ports.
+ClickHouse is the embedded chDB engine (one data directory for the whole pytest process: chDB
+allows one path per process) unless LUSTRAX_CLICKHOUSE_DSN names a server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lustrax.process import free_port
+from lustrax.provision import provision
+from lustrax.settings import Settings, load_settings
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # testcontainers' own dependency
+
+        docker.from_env(timeout=2).ping()
+    except Exception:  # noqa: BLE001 - no engine is the normal case here
+        return False
+    return True
+
+
+def _containers_stack(home: Path) -> Iterator[Settings]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.kafka import KafkaContainer
+
+    probe = load_settings(home=home)
+    access_key, secret_key = probe.s3_credentials
+    with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka, DockerContainer(
+        "versity/versitygw:v1.8.0"
+    ).with_env("ROOT_ACCESS_KEY", access_key).with_env("ROOT_SECRET_KEY", secret_key).with_command(
+        "--port :7070 posix /tmp"
+    ).with_exposed_ports(7070) as s3:
+        wait_for_logs(s3, "", timeout=30)
+        endpoint = f"http://{s3.get_container_host_ip()}:{s3.get_exposed_port(7070)}"
+        settings = load_settings(home=home, kafka_bootstrap=kafka.get_bootstrap_server(), s3_endpoint=endpoint)
+        provision(settings)
+        yield settings
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings of a running stack: Kafka, S3 server, buckets and topics created."""
+    home = tmp_path_factory.mktemp("lustrax-home")
+    if os.environ.get("LUSTRAX_TEST_EXTERNAL") == "1":
+        settings = load_settings()
+        provision(settings)
+        yield settings
+        return
+    if _docker_answers():
+        yield from _containers_stack(home)
+        return
+    from lustrax.stack import LocalStack
+
+    settings = load_settings(
+        home=home,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        s3_endpoint=f"http://127.0.0.1:{free_port()}",
+    )
+    local = LocalStack(settings)
+    local.start()
+    try:
+        yield settings
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse(stack: Settings):  # type: ignore[no-untyped-def]
+    """One clickhouse-connect client for the run (embedded chDB unless a server DSN is set)."""
+    from infra.clickhouse.client import clickhouse_client
+
+    client = clickhouse_client(stack)
+    yield client
+    client.close()
