@@ -107,7 +107,53 @@ def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-Command = Callable[[Settings, argparse.Namespace], int]
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    if args.service == "ingest":
+        from producers.api import serve
+
+        serve(settings)
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from producers.auth import issue_token
+
+    roles = ("admin",) if args.admin else ("service",) if args.service else ()
+    print(issue_token(settings.jwt_signing_secret, args.user, roles, args.ttl))
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from producers.auth import issue_token
+    from producers.simulate import simulate
+
+    token = issue_token(settings.jwt_signing_secret, "simulator", ("service",), int(args.duration) + 3600)
+    base_url = args.url or f"http://{settings.ingest_host}:{settings.ingest_port}"
+    report = asyncio.run(simulate(base_url, token, args.rate, args.duration, args.users, args.videos, args.seed,
+                                  progress=not args.quiet))
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(report.by_type.items()))
+    print(f"lustrax: sent {report.sent} events in {report.elapsed_s:.1f} s ({report.achieved_rate:.0f}/s); "
+          f"failed {report.failed}; {kinds}")
+    if report.last_error:
+        print(f"lustrax: last error: {report.last_error}", file=sys.stderr)
+    return 0 if report.failed == 0 else 1
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return value
+
+    return parse
+
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_setup)
     sub.add_parser("provision", help="create topics and buckets, apply ClickHouse migrations (idempotent)"
                    ).set_defaults(handler=cmd_provision)
+    serve = sub.add_parser("serve", help="run one of the project's services in the foreground")
+    serve.add_argument("service", choices=["ingest"])
+    serve.set_defaults(handler=cmd_serve)
+    token = sub.add_parser("token", help="print a bearer token for local use")
+    token.add_argument("--user", required=True, help="the token subject (user id)")
+    role = token.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true", help="admin role: may act for any user")
+    role.add_argument("--service", action="store_true", help="service role: may send events for any user")
+    token.add_argument("--ttl", type=_positive(int), default=3600, help="lifetime in seconds (default 3600)")
+    token.set_defaults(handler=cmd_token)
+    sim = sub.add_parser("simulate", help="send realistic traffic through the ingest API")
+    sim.add_argument("--rate", type=_positive(float), default=100.0, help="events per second (default 100)")
+    sim.add_argument("--duration", type=_positive(float), default=60.0, help="seconds (default 60)")
+    sim.add_argument("--users", type=_positive(int), default=200, help="distinct users (default 200)")
+    sim.add_argument("--videos", type=_positive(int), default=50, help="distinct videos (default 50)")
+    sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    sim.add_argument("--url", help="ingest API base URL (default from settings)")
+    sim.add_argument("--quiet", action="store_true", help="no progress line")
+    sim.set_defaults(handler=cmd_simulate)
     return parser
 
 

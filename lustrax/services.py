@@ -1,10 +1,19 @@
 """What the project runs, by name: infrastructure and the project's own services.
 
 docker-compose.yml must describe every entry (a test checks it); `lustrax up` starts the local
-equivalents.
+equivalents of the project's services after the infrastructure is ready.
 """
 
 from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from lustrax.process import ManagedProcess
+from lustrax.settings import ENV_PREFIX, Settings
 
 # Infrastructure the project relies on: compose service name -> what it is.
 INFRASTRUCTURE: dict[str, str] = {
@@ -13,7 +22,77 @@ INFRASTRUCTURE: dict[str, str] = {
     "s3": "S3-compatible object store (versitygw)",
 }
 
-# The project's own processes: compose service name -> the `lustrax` subcommand that runs it.
-PROJECT_SERVICES: dict[str, str] = {
-    "provision": "provision",
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    command: tuple[str, ...]  # `lustrax` arguments that run it
+    long_running: bool = True
+
+
+# The project's own processes, by compose service name.
+PROJECT_SERVICES: dict[str, ServiceSpec] = {
+    "provision": ServiceSpec("provision", ("provision",), long_running=False),
+    "ingest": ServiceSpec("ingest", ("serve", "ingest")),
 }
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as LUSTRAX_* variables, so a child process sees exactly this configuration."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    access_key, secret_key = settings.s3_credentials
+    env.update({f"{ENV_PREFIX}S3_ACCESS_KEY": access_key, f"{ENV_PREFIX}S3_SECRET_KEY": secret_key,
+                f"{ENV_PREFIX}JWT_SECRET": settings.jwt_signing_secret,
+                f"{ENV_PREFIX}CLICKHOUSE_DSN": settings.clickhouse_url})
+    return env
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class ServiceProcess:
+    """A long-running project service under the supervisor, ready when its /healthz answers."""
+
+    def __init__(self, settings: Settings, spec: ServiceSpec, host: str, port: int,
+                 tie_to_parent: bool = True) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.name = spec.name
+        self.host, self.port = host, port
+        self.log_path: Path = settings.logs_dir / f"{spec.name}.log"
+        self.tie_to_parent = tie_to_parent
+        self.process: ManagedProcess | None = None
+
+    @property
+    def ports(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port)]
+
+    def address(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def install(self) -> None:
+        """Nothing to fetch: the service is this package."""
+
+    def start(self) -> None:
+        self.process = ManagedProcess(self.name, [sys.executable, "-m", "lustrax.cli", *self.spec.command],
+                                      self.log_path, env=settings_env(self.settings),
+                                      tie_to_parent=self.tie_to_parent)
+        self.process.start()
+
+    def wait_ready(self) -> float:
+        assert self.process is not None
+        return self.process.wait_ready(lambda: http_ok(f"{self.address()}/healthz"), self.settings.startup_timeout_s)
+
+
+def local_services(settings: Settings, tie_to_parent: bool = True) -> list[ServiceProcess]:
+    return [
+        ServiceProcess(settings, PROJECT_SERVICES["ingest"], settings.ingest_host, settings.ingest_port, tie_to_parent),
+    ]

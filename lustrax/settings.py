@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     # Services (later issues add theirs here)
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8080
+    ingest_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    ingest_delivery_timeout_ms: int = Field(default=5000, ge=1000)
+    ingest_like_burst: int = Field(default=30, gt=0)
+    ingest_like_rate_per_min: float = Field(default=60.0, gt=0)
+    upload_max_bytes: int = Field(default=4 * 1024**3, gt=0)
+    upload_url_ttl_s: int = Field(default=900, gt=0, le=7 * 24 * 3600)
     ws_host: str = "127.0.0.1"
     ws_port: int = 8765
 

@@ -20,6 +20,7 @@ from infra.s3.server import VersityGateway, s3_answers
 from lustrax.errors import ComponentError, ConfigError
 from lustrax.process import ManagedProcess, pid_alive, port_is_free, stop_process_group
 from lustrax.provision import Endpoint, provision
+from lustrax.services import http_ok, local_services
 from lustrax.settings import LOOPBACK_HOSTS, Settings
 
 
@@ -45,7 +46,9 @@ class LocalStack:
         if settings.env != "local":
             raise ConfigError("the local stack runs with LUSTRAX_ENV=local; production uses its own services")
         self.settings = settings
-        self.components: list[Component] = [KafkaBroker(settings, tie_to_parent), VersityGateway(settings, tie_to_parent)]
+        self.infrastructure: list[Component] = [KafkaBroker(settings, tie_to_parent),
+                                                VersityGateway(settings, tie_to_parent)]
+        self.services: list[Component] = list(local_services(settings, tie_to_parent))
         self.started: list[Component] = []
         self.endpoints: list[Endpoint] = []
         self.timings: dict[str, float] = {}
@@ -53,13 +56,13 @@ class LocalStack:
     def install(self) -> None:
         """Fetch/build what is missing (Maven jars, versitygw) in parallel; no-op when cached."""
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=len(self.components)) as pool:
-            for future in [pool.submit(c.install) for c in self.components]:
+        with ThreadPoolExecutor(max_workers=len(self.infrastructure)) as pool:
+            for future in [pool.submit(c.install) for c in self.infrastructure]:
                 future.result()
         self.timings["install"] = time.monotonic() - started
 
     def check_addresses(self) -> None:
-        for component in self.components:
+        for component in [*self.infrastructure, *self.services]:
             for host, port in component.ports:
                 if host not in LOOPBACK_HOSTS:
                     raise ComponentError(component.name, f"the local stack listens on loopback only, not {host}")
@@ -71,18 +74,24 @@ class LocalStack:
         self.check_addresses()
         self.install()
         try:
-            for component in self.components:
-                self.started.append(component)
-                component.start()
-            for component in self.components:
-                self.timings[component.name] = component.wait_ready()
+            self._start_all(self.infrastructure)
             self.endpoints = provision(self.settings)
+            self._start_all(self.services)
+            self.endpoints += [Endpoint(s.name, s.address(), "") for s in self.services]
         except BaseException:
             self.stop()
             raise
         self.timings["ready"] = time.monotonic() - began
         self.write_state(ready=True)
         return self.endpoints
+
+    def _start_all(self, components: list[Component]) -> None:
+        """Start together (they boot in parallel), then wait for each to answer."""
+        for component in components:
+            self.started.append(component)
+            component.start()
+        for component in components:
+            self.timings[component.name] = component.wait_ready()
 
     def failed_component(self) -> Component | None:
         for component in self.started:
@@ -141,6 +150,8 @@ def probe_components(settings: Settings) -> dict[str, tuple[bool, str]]:
         "s3": (s3_answers(settings.s3_endpoint, timeout_s=2.0), settings.s3_endpoint),
     }
     results["clickhouse"] = _probe_clickhouse(settings)
+    for service in local_services(settings):
+        results[service.name] = (http_ok(f"{service.address()}/readyz", timeout_s=3.0), service.address())
     return results
 
 

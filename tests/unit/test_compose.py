@@ -35,9 +35,9 @@ def test_the_validator_rejects_a_broken_compose_file() -> None:
 def test_every_service_of_the_project_is_in_compose() -> None:
     services = _compose()["services"]
     assert set(INFRASTRUCTURE) | set(PROJECT_SERVICES) <= set(services)
-    for name, subcommand in PROJECT_SERVICES.items():
+    for name, spec in PROJECT_SERVICES.items():
         assert services[name]["build"] == "."
-        assert services[name]["command"][0] == subcommand
+        assert tuple(services[name]["command"]) == spec.command
 
 
 def test_published_ports_bind_to_loopback_only() -> None:

@@ -1,0 +1,185 @@
+"""Client events (JSON) -> Avro records: validation and mapping, pure functions, no I/O.
+
+Validation happens twice on purpose: the pydantic models bound every field (lengths, ranges,
+formats) and name it in the error; the Avro codec then checks the record against the schema, so
+nothing that does not match the schema can reach Kafka.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, ValidationInfo,
+                      field_validator)
+
+from producers.errors import ApiError
+from schemas.topics import TOPIC_BY_SCHEMA
+
+PRODUCER_NAME = "ingest-api"
+MAX_BATCH_EVENTS = 500
+MAX_MEDIA_MS = 24 * 3600 * 1000
+# Clocks drift and clients buffer offline: accept events from the recent past, not the far future.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_EVENT_AGE = timedelta(days=7)
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+
+
+def parse_occurred_at(value: object) -> datetime:
+    """RFC 3339 string or epoch milliseconds -> aware UTC datetime."""
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+    if isinstance(value, int):
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("epoch milliseconds out of range") from None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an RFC 3339 timestamp such as 2026-11-25T08:00:00Z") from None
+        if parsed.tzinfo is None:
+            raise ValueError("must carry a time zone offset (e.g. Z)")
+        return parsed.astimezone(UTC)
+    raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: uuid.UUID | None = None
+    occurred_at: datetime | None = None
+    video_id: Identifier
+    user_id: Identifier
+
+    @field_validator("event_id", mode="before")
+    @classmethod
+    def _uuid_string(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a UUID string")
+        return value
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _timestamp(cls, value: object) -> datetime | None:
+        return None if value is None else parse_occurred_at(value)
+
+
+class ViewEvent(_Event):
+    type: Literal["view"]
+    session_id: Identifier
+
+
+class LikeEvent(_Event):
+    type: Literal["like", "unlike"]
+
+
+class WatchTickEvent(_Event):
+    type: Literal["watch_tick"]
+    session_id: Identifier
+    # duration_ms first: the position's validator reads it.
+    duration_ms: int = Field(gt=0, le=MAX_MEDIA_MS, strict=True)
+    position_ms: int = Field(ge=0, le=MAX_MEDIA_MS, strict=True)
+
+    @field_validator("position_ms")
+    @classmethod
+    def _position_within_duration(cls, value: int, info: ValidationInfo) -> int:
+        duration = info.data.get("duration_ms")
+        if duration is not None and value > duration:
+            raise ValueError("must not exceed duration_ms")
+        return value
+
+
+ClientEvent = Annotated[Union[ViewEvent, LikeEvent, WatchTickEvent], Field(discriminator="type")]
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[ClientEvent] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+EVENT_ADAPTER: TypeAdapter[ViewEvent | LikeEvent | WatchTickEvent] = TypeAdapter(ClientEvent)
+BATCH_ADAPTER: TypeAdapter[EventBatch] = TypeAdapter(EventBatch)
+
+SCHEMA_OF_TYPE = {"view": "VideoView", "like": "VideoLike", "unlike": "VideoLike", "watch_tick": "WatchTick"}
+EVENT_TYPES = tuple(SCHEMA_OF_TYPE)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """pydantic's location -> `events[3].user_id`; the union's tag names are left out."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in EVENT_TYPES:
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """The first problem of a pydantic error as the API's error (status, code, field)."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    kind, field = error["type"], _field_path(tuple(error["loc"])) or None
+    message = f"{field}: {error['msg']}" if field else error["msg"]
+    if kind == "json_invalid":
+        return ApiError(400, "invalid_json", f"the body is not valid JSON: {error['msg']}", None)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return ApiError(422, "unknown_type", f"type must be one of {', '.join(EVENT_TYPES)}",
+                        f"{field}.type" if field else "type")
+    if kind == "too_long" and field == "events":
+        return ApiError(413, "batch_too_large", f"a batch holds at most {MAX_BATCH_EVENTS} events", "events")
+    if kind == "missing":
+        return ApiError(422, "missing_field", message, field)
+    if kind == "extra_forbidden":
+        return ApiError(422, "unknown_field", f"{field}: unknown field", field)
+    if kind in ("string_too_long", "string_too_short", "string_pattern_mismatch", "too_short"):
+        return ApiError(422, "invalid_value", message, field)
+    return ApiError(422, "invalid_field", message, field)
+
+
+def parse_event(body: bytes) -> ViewEvent | LikeEvent | WatchTickEvent:
+    try:
+        return EVENT_ADAPTER.validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def parse_batch(body: bytes) -> list[ViewEvent | LikeEvent | WatchTickEvent]:
+    try:
+        return BATCH_ADAPTER.validate_json(body).events
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def check_event_time(event: _Event, now: datetime, field: str = "occurred_at") -> None:
+    if event.occurred_at is None:
+        return
+    if event.occurred_at > now + MAX_CLOCK_SKEW:
+        raise ApiError(422, "invalid_value", f"{field}: lies in the future", field)
+    if event.occurred_at < now - MAX_EVENT_AGE:
+        raise ApiError(422, "invalid_value", f"{field}: older than {MAX_EVENT_AGE.days} days", field)
+
+
+def to_avro(event: ViewEvent | LikeEvent | WatchTickEvent, now: datetime) -> tuple[str, str, dict[str, Any]]:
+    """(schema name, topic, Avro record). A missing event_id or occurred_at is assigned here."""
+    record: dict[str, Any] = {
+        "event_id": event.event_id or uuid.uuid4(),
+        "occurred_at": event.occurred_at or now,
+        "producer": PRODUCER_NAME,
+        "schema_version": 1,
+        "video_id": event.video_id,
+        "user_id": event.user_id,
+    }
+    if isinstance(event, ViewEvent):
+        record["session_id"] = event.session_id
+    elif isinstance(event, LikeEvent):
+        record["action"] = event.type.upper()
+    else:
+        record.update(session_id=event.session_id, position_ms=event.position_ms, duration_ms=event.duration_ms)
+    schema = SCHEMA_OF_TYPE[event.type]
+    return schema, TOPIC_BY_SCHEMA[schema].name, record
