@@ -12,8 +12,10 @@ deduplication by event_id counts each once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -34,7 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from infra.s3.buckets import s3_client
 from lustrax.settings import Settings
-from producers.auth import Principal, authorize_user, verify_token
+from producers.auth import Principal, TokenVerifier, authorize_user
 from producers.errors import ApiError, BrokerUnavailable
 from producers.events import (BATCH_ADAPTER, EVENT_ADAPTER, PRODUCER_NAME, LikeEvent, check_event_time,
                               parse_batch, parse_event, to_avro, validation_error)
@@ -42,7 +44,6 @@ from producers.kafka_producer import AsyncProducer, OutgoingMessage, producer_co
 from producers.limits import RecentIds, TokenBucketLimiter
 from producers.uploads import UploadRequest, UploadService, source_key, uploaded_event_id
 from schemas.codec import encode
-from schemas.errors import EncodeError
 from schemas.topics import TOPIC_BY_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,10 @@ class IngestService:
         self.metrics = IngestMetrics()
         self.like_limiter = TokenBucketLimiter(settings.ingest_like_burst, settings.ingest_like_rate_per_min / 60)
         self.recent = RecentIds()
-        self.jwt_secret = settings.jwt_signing_secret
+        self.tokens = TokenVerifier(settings.jwt_signing_secret)
 
     def principal(self, request: Request) -> Principal:
-        return verify_token(self.jwt_secret, request.headers.get("authorization"))
+        return self.tokens.verify(request.headers.get("authorization"))
 
     async def read_json_body(self, request: Request) -> bytes:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -106,24 +107,22 @@ class IngestService:
                 raise ApiError(429, "rate_limited", "too many likes; slow down", "type",
                                retry_after_s=max(1, math.ceil(min(wait_s, 3600))))
         messages, event_ids = [], []
-        for index, event in enumerate(events):
+        for event in events:
             schema, topic, record = to_avro(event, now)
             event_id = str(record["event_id"])
             event_ids.append(event_id)
             if self.recent.contains_fresh(event_id, time.monotonic()):
                 continue  # acknowledged before: a retry whose answer the client lost
-            try:
-                value = encode(schema, record)
-            except EncodeError as exc:  # the models should make this unreachable; never a 500 if not
-                field = f"{prefix}[{index}].{exc.fields[0]}" if prefix and exc.fields else None
-                raise ApiError(422, "invalid_field", str(exc), field) from None
+            # The models validated every field; tests/unit/test_ingest_events.py proves each record
+            # they can produce passes the codec's own validation.
+            value = encode(schema, record, validate_record=False)
             messages.append(OutgoingMessage(topic, event.video_id.encode(), value))
         started = time.perf_counter()
         await self.producer.produce_all(messages)
         self.metrics.produce_latency.observe(time.perf_counter() - started)
         self.recent.add_all(event_ids, time.monotonic())
-        for event in events:
-            self.metrics.accepted.labels(event.type).inc()
+        for event_type, count in Counter(event.type for event in events).items():
+            self.metrics.accepted.labels(event_type).inc(count)
         return event_ids
 
     async def storage(self, call: Any, *args: Any) -> Any:
@@ -159,7 +158,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Fas
         app.state.service = service
         yield
         if own_producer:
-            await asyncio.to_thread(service.producer.close)
+            service.producer.close()
 
     app = FastAPI(title="LustraX ingest API", version="1.0.0", lifespan=lifespan,
                   description=__doc__, docs_url="/docs", redoc_url=None)
@@ -281,5 +280,10 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Fas
 
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.ingest_host, port=settings.ingest_port, access_log=False,
+    app = create_app(settings)
+    # Latency: start-up objects never become garbage, so keep them out of every collection; and
+    # hand the GIL between the event loop and the producer's poll thread every 1 ms, not 5 ms.
+    gc.freeze()
+    sys.setswitchinterval(0.001)
+    uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, access_log=False,
                 log_level="warning", loop="uvloop", http="httptools", server_header=False)

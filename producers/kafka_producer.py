@@ -1,8 +1,8 @@
 """An asyncio face on confluent-kafka's producer: `await produce(...)` returns once the broker acked.
 
 The producer is idempotent with acks=all, so a broker-side retry never duplicates or reorders a
-message. librdkafka's delivery callbacks run on a poll thread and resolve asyncio futures on the
-loop; a message that the broker has not acknowledged within `message.timeout.ms` fails its future,
+message. librdkafka's delivery callbacks run on the event loop and resolve one future per request;
+a message that the broker has not acknowledged within `message.timeout.ms` fails its future,
 and the API answers 503 rather than a false acknowledgement.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,47 +41,66 @@ def producer_config(bootstrap: str, delivery_timeout_ms: int) -> dict[str, objec
     }
 
 
+class _Acknowledgements:
+    """The delivery reports of one request's messages, settled as one future."""
+
+    def __init__(self, future: asyncio.Future[None], expected: int) -> None:
+        self.future = future
+        self._remaining = expected
+        self._error: KafkaError | None = None
+
+    def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and self._error is None:
+            self._error = err
+        self._remaining -= 1
+        if self._remaining == 0 and not self.future.done():
+            if self._error is None:
+                self.future.set_result(None)
+            else:
+                self.future.set_exception(BrokerUnavailable(f"the broker did not acknowledge: {self._error.str()}"))
+
+
 class AsyncProducer:
+    """Delivery reports are served from the event loop itself (no poll thread, no locks): while
+    messages are in flight, `poll(0)` runs every `POLL_INTERVAL_S`; when idle, every second, so
+    that librdkafka's errors are still logged."""
+
+    POLL_INTERVAL_S = 0.0005
+    IDLE_POLL_INTERVAL_S = 1.0
+
     def __init__(self, config: dict[str, object]) -> None:
         self._producer = Producer(config, logger=log)
-        self._closing = threading.Event()
-        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
-        self._poller.start()
+        self._loop = asyncio.get_running_loop()
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(self.IDLE_POLL_INTERVAL_S, self._poll)
 
-    def _poll_loop(self) -> None:
-        while not self._closing.is_set():
-            self._producer.poll(0.05)
+    def _poll(self) -> None:
+        self._producer.poll(0)
+        self._in_flight = len(self._producer)
+        self._timer = self._loop.call_later(
+            self.POLL_INTERVAL_S if self._in_flight else self.IDLE_POLL_INTERVAL_S, self._poll)
+
+    def _poll_soon(self) -> None:
+        if self._in_flight == 0 and self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._loop.call_later(self.POLL_INTERVAL_S, self._poll)
+        self._in_flight = len(self._producer)
 
     async def produce_all(self, messages: Sequence[OutgoingMessage]) -> None:
         """Produce every message and wait for all acknowledgements; BrokerUnavailable if any fails."""
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
-
-        def settle(future: asyncio.Future[None], err: KafkaError | None) -> None:
-            if future.done():
-                return
-            if err is None:
-                future.set_result(None)
-            else:
-                future.set_exception(BrokerUnavailable(f"the broker did not acknowledge: {err.str()}"))
-
+        if not messages:
+            return
+        acks = _Acknowledgements(self._loop.create_future(), len(messages))
         for message in messages:
-            future: asyncio.Future[None] = loop.create_future()
-
-            def on_delivery(err: KafkaError | None, _msg: Message, future: asyncio.Future[None] = future) -> None:
-                loop.call_soon_threadsafe(settle, future, err)
-
             try:
-                self._producer.produce(message.topic, message.value, message.key, on_delivery=on_delivery)
+                self._producer.produce(message.topic, message.value, message.key, on_delivery=acks.on_delivery)
             except BufferError:
                 raise BrokerUnavailable("the producer queue is full", retry_after_s=1) from None
             except KafkaException as exc:
                 raise BrokerUnavailable(f"cannot produce: {exc.args[0].str()}") from None
-            futures.append(future)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+            finally:
+                self._poll_soon()
+        await acks.future
 
     def broker_reachable(self, timeout_s: float = 2.0) -> bool:
         """A metadata round trip (blocking: call it from a thread)."""
@@ -92,8 +110,8 @@ class AsyncProducer:
             return False
 
     def close(self, timeout_s: float = 10.0) -> int:
-        """Flush what is in flight, then stop the poll thread; returns messages left undelivered."""
-        remaining = self._producer.flush(timeout_s)
-        self._closing.set()
-        self._poller.join(timeout=2)
-        return remaining
+        """Stop polling and flush what is in flight; returns messages left undelivered."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return self._producer.flush(timeout_s)

@@ -69,6 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         kafka_controller_port=free_port(),
         s3_endpoint=f"http://127.0.0.1:{free_port()}",
+        ingest_port=free_port(),
     )
     local = LocalStack(settings)
     local.start()

@@ -28,6 +28,7 @@ def _fresh_env(home: Path) -> dict[str, str]:
         "LUSTRAX_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
         "LUSTRAX_KAFKA_CONTROLLER_PORT": str(free_port()),
         "LUSTRAX_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "LUSTRAX_INGEST_PORT": str(free_port()),
     }
 
 
@@ -41,10 +42,11 @@ def test_up_detached_then_status_then_down_leaves_nothing_running(tmp_path: Path
     up = _lustrax(env, "up", "--detach")
     assert up.returncode == 0, up.stderr
     assert env["LUSTRAX_KAFKA_BOOTSTRAP"] in up.stdout and env["LUSTRAX_S3_ENDPOINT"] in up.stdout
+    assert f"127.0.0.1:{env['LUSTRAX_INGEST_PORT']}" in up.stdout
     try:
         status = _lustrax(env, "status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("ready") == 3
+        assert status.stdout.count("ready") == 4  # kafka, s3, clickhouse, ingest
     finally:
         down = _lustrax(env, "down")
     assert down.returncode == 0 and "stopped" in down.stdout

@@ -30,6 +30,8 @@ _STORYBOARD_QUALITY = 5
 _STORYBOARD_MAX_TILES = 100
 _STORYBOARD_TILE_WIDTH = 160
 _STORYBOARD_MAX_COLUMNS = 10
+# A mistyped preset would make ffmpeg fail, which the job would blame on the source.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 def variant_playlist(rendition: Rendition) -> str:
@@ -60,6 +62,8 @@ def hls_ladder_command(ffmpeg: str, source: Path, outdir: Path, renditions: Sequ
     """
     if not renditions:
         raise ValueError("a ladder needs at least one rendition")
+    if preset not in X264_PRESETS:
+        raise ValueError(f"unknown x264 preset {preset!r}")
     count = len(renditions)
     rate = min(fps, MAX_FPS) if fps > 0 else DEFAULT_FPS
     gop = max(1, round(rate * segment_seconds))

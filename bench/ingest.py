@@ -1,0 +1,215 @@
+"""Ingest benchmark: the API against raw confluent-kafka, in the same run, on a real local stack.
+
+    .venv/bin/python -m bench.ingest [--events 60000] [--rate 500] [--seconds 10]
+
+1. Throughput: the same Avro events (views, likes, watch ticks) through `POST /v1/events/batch`
+   (500 per request, 4 in flight) vs a raw idempotent confluent-kafka producer writing the
+   single-object-encoded events directly (no HTTP, no validation). Prints both and the ratio.
+2. Latency: single-event `POST /v1/events` at a fixed offered rate (open loop: requests are sent
+   on schedule whether or not earlier ones have answered; latency counts from the scheduled time;
+   the first 3 s are a warm-up, not counted) vs raw produce->ack latency of single messages at the
+   same rate. Prints p50/p99 of both.
+
+The API runs in its own process (`lustrax serve ingest`), as in production; the load generator
+runs in this process. Everything shares the machine's 2 cores with the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from confluent_kafka import Producer
+from fastavro import schemaless_writer
+
+from lustrax.process import ManagedProcess, free_port
+from lustrax.services import http_ok, settings_env
+from lustrax.settings import Settings, load_settings
+from lustrax.stack import LocalStack
+from producers.auth import issue_token
+from producers.kafka_producer import producer_config
+from schemas.codec import MAGIC
+from schemas.registry import fingerprint, schema_for
+from schemas.topics import TOPIC_BY_SCHEMA
+
+BATCH = 500
+
+
+def make_events(count: int) -> list[dict[str, Any]]:
+    now_ms = int(time.time() * 1000)
+    events: list[dict[str, Any]] = []
+    for i in range(count):
+        base = {"video_id": f"video-{i % 97}", "user_id": f"user-{i % 1013}", "event_id": str(uuid.uuid4()),
+                "occurred_at": now_ms - 1000}
+        kind = i % 10
+        if kind < 4:
+            events.append({"type": "view", "session_id": f"s-{i // 10}", **base})
+        elif kind < 9:
+            events.append({"type": "watch_tick", "session_id": f"s-{i // 10}", "position_ms": (i % 60) * 1000,
+                           "duration_ms": 60000, **base})
+        else:
+            events.append({"type": "like", **base})
+    return events
+
+
+def raw_messages(events: list[dict[str, Any]]) -> list[tuple[str, bytes, Any]]:
+    """(topic, key, record) with the Avro records the API would build."""
+    out = []
+    for event in events:
+        schema_name = {"view": "VideoView", "like": "VideoLike", "watch_tick": "WatchTick"}[event["type"]]
+        record = {"event_id": uuid.UUID(event["event_id"]),
+                  "occurred_at": datetime.fromtimestamp(event["occurred_at"] / 1000, tz=UTC),
+                  "producer": "bench-raw", "schema_version": 1, "video_id": event["video_id"],
+                  "user_id": event["user_id"]}
+        if event["type"] == "like":
+            record["action"] = "LIKE"
+        else:
+            record["session_id"] = event["session_id"]
+        if event["type"] == "watch_tick":
+            record.update(position_ms=event["position_ms"], duration_ms=event["duration_ms"])
+        out.append((schema_name, event["video_id"].encode(), record))
+    return out
+
+
+def raw_throughput(settings: Settings, events: list[dict[str, Any]]) -> float:
+    """Events/s: fastavro single-object encoding + idempotent acks=all production, until all acked."""
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30000))
+    headers = {name: MAGIC + fingerprint(schema_for(name)) for name in ("VideoView", "VideoLike", "WatchTick")}
+    started = time.perf_counter()
+    for schema_name, key, record in raw_messages(events):
+        buffer = io.BytesIO()
+        buffer.write(headers[schema_name])
+        schemaless_writer(buffer, schema_for(schema_name), record)
+        while True:
+            try:
+                producer.produce(TOPIC_BY_SCHEMA[schema_name].name, buffer.getvalue(), key)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return len(events) / (time.perf_counter() - started)
+
+
+async def api_throughput(base_url: str, token: str, events: list[dict[str, Any]], in_flight: int = 4) -> float:
+    bodies = [json.dumps({"events": events[i:i + BATCH]}).encode() for i in range(0, len(events), BATCH)]
+    pending = iter(bodies)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(base_url, headers=headers) as client:
+        async def worker() -> None:
+            for body in pending:
+                async with client.post("/v1/events/batch", data=body) as response:
+                    assert response.status == 202, await response.text()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return len(events) / (time.perf_counter() - started)
+
+
+async def api_latency(base_url: str, token: str, rate: float, seconds: float, warmup_s: float = 3.0
+                      ) -> list[float]:
+    """Open-loop single-event POSTs at `rate`; the first `warmup_s` seconds (connections opening,
+    caches filling) are sent the same way but not counted."""
+    warmup = int(rate * warmup_s)
+    bodies = [json.dumps(event).encode() for event in make_events(warmup + int(rate * seconds))]
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(base_url, headers=headers, connector=connector) as client:
+        async def send(index: int, body: bytes, due: float) -> None:
+            async with client.post("/v1/events", data=body) as response:
+                assert response.status == 202, await response.text()
+            if index >= warmup:
+                latencies.append(time.perf_counter() - due)
+
+        start = time.perf_counter()
+        tasks = []
+        for i, body in enumerate(bodies):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(i, body, due)))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def raw_latency(settings: Settings, rate: float, seconds: float) -> list[float]:
+    """Produce->ack latency of single messages at the same offered rate (same producer settings)."""
+    producer = Producer(producer_config(settings.kafka_bootstrap, 30000))
+    latencies: list[float] = []
+    messages = raw_messages(make_events(int(rate * seconds)))
+    topic = TOPIC_BY_SCHEMA["VideoView"].name
+    start = time.perf_counter()
+    for i, (schema_name, key, record) in enumerate(messages):
+        due = start + i / rate
+        while time.perf_counter() < due:
+            producer.poll(0.0005)
+        buffer = io.BytesIO()
+        schemaless_writer(buffer, schema_for(schema_name), record)
+        producer.produce(topic, buffer.getvalue(), key,
+                         on_delivery=lambda err, msg, due=due: latencies.append(time.perf_counter() - due))
+        producer.poll(0)
+    producer.flush(30)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=60000)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="lustrax-bench-"))
+    settings = load_settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+                             s3_endpoint=f"http://127.0.0.1:{free_port()}", ingest_port=free_port())
+    stack = LocalStack(settings)
+    stack.services = []  # the API is started below, on its own, so that its start is not timed
+    print(f"starting a local stack under {home} ...", file=sys.stderr)
+    stack.start()
+    api = ManagedProcess("ingest", [sys.executable, "-m", "lustrax.cli", "serve", "ingest"],
+                         settings.logs_dir / "ingest.log", env=settings_env(settings))
+    try:
+        api.start()
+        base_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+        api.wait_ready(lambda: http_ok(f"{base_url}/readyz"), 60)
+        token = issue_token(settings.jwt_signing_secret, "bench", ("service",), 3600)
+        events = make_events(args.events)
+
+        raw_throughput(settings, events[:5000])  # warm-up: connections, JIT of the broker
+        asyncio.run(api_throughput(base_url, token, make_events(5000)))
+        raw_eps = raw_throughput(settings, events)
+        api_eps = asyncio.run(api_throughput(base_url, token, make_events(args.events)))
+        print(f"throughput  raw confluent-kafka: {raw_eps:>9,.0f} events/s")
+        print(f"throughput  ingest API (batch):  {api_eps:>9,.0f} events/s   ratio {api_eps / raw_eps:.1%} of raw")
+
+        raw = raw_latency(settings, args.rate, args.seconds)
+        http = asyncio.run(api_latency(base_url, token, args.rate, args.seconds))
+        for label, values in (("raw produce->ack     ", raw), ("POST /v1/events -> 202", http)):
+            print(f"latency at {args.rate:.0f}/s  {label}: p50 {percentile(values, 0.5) * 1000:6.2f} ms   "
+                  f"p99 {percentile(values, 0.99) * 1000:6.2f} ms   (n={len(values)})")
+    finally:
+        api.stop()
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())
