@@ -115,6 +115,22 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    if args.processor == "transcode":
+        from processors.transcode.agent import run_worker
+
+        run_worker(settings)
+    return 0
+
+
+def cmd_retranscode(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.transcode.retranscode import retranscode
+
+    event_id = retranscode(settings, args.video_id)
+    print(f"lustrax: {args.video_id} queued for transcoding again (event {event_id})")
+    return 0
+
+
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from producers.auth import issue_token
 
@@ -172,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one of the project's services in the foreground")
     serve.add_argument("service", choices=["ingest"])
     serve.set_defaults(handler=cmd_serve)
+    worker = sub.add_parser("worker", help="run one of the stream processors (Faust worker) in the foreground")
+    worker.add_argument("processor", choices=["transcode"])
+    worker.set_defaults(handler=cmd_worker)
+    again = sub.add_parser("retranscode", help="transcode one video again")
+    again.add_argument("video_id")
+    again.set_defaults(handler=cmd_retranscode)
     token = sub.add_parser("token", help="print a bearer token for local use")
     token.add_argument("--user", required=True, help="the token subject (user id)")
     role = token.add_mutually_exclusive_group()

@@ -34,6 +34,7 @@ class ServiceSpec:
 PROJECT_SERVICES: dict[str, ServiceSpec] = {
     "provision": ServiceSpec("provision", ("provision",), long_running=False),
     "ingest": ServiceSpec("ingest", ("serve", "ingest")),
+    "transcode": ServiceSpec("transcode", ("worker", "transcode")),
 }
 
 
@@ -59,7 +60,8 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
 
 
 class ServiceProcess:
-    """A long-running project service under the supervisor, ready when its /healthz answers."""
+    """A long-running project service under the supervisor, ready when its /healthz answers
+    (the HTTP services' own port; a Faust worker's loopback web port)."""
 
     def __init__(self, settings: Settings, spec: ServiceSpec, host: str, port: int,
                  tie_to_parent: bool = True) -> None:
@@ -95,4 +97,5 @@ class ServiceProcess:
 def local_services(settings: Settings, tie_to_parent: bool = True) -> list[ServiceProcess]:
     return [
         ServiceProcess(settings, PROJECT_SERVICES["ingest"], settings.ingest_host, settings.ingest_port, tie_to_parent),
+        ServiceProcess(settings, PROJECT_SERVICES["transcode"], "127.0.0.1", settings.transcode_web_port, tie_to_parent),
     ]

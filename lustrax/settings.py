@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     ingest_like_rate_per_min: float = Field(default=60.0, gt=0)
     upload_max_bytes: int = Field(default=4 * 1024**3, gt=0)
     upload_url_ttl_s: int = Field(default=900, gt=0, le=7 * 24 * 3600)
+    # Transcoding (processors/transcode)
+    transcode_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    transcode_segment_seconds: int = Field(default=4, ge=4, le=6)
+    transcode_max_source_bytes: int = Field(default=4 * 1024**3, gt=0)
+    transcode_max_duration_s: float = Field(default=3 * 3600, gt=0)
+    transcode_timeout_s: float = Field(default=4 * 3600, gt=0)
+    transcode_max_attempts: int = Field(default=4, ge=1)
+    transcode_retry_base_s: float = Field(default=2.0, gt=0)
+    transcode_workdir: Path | None = None
+    transcode_web_port: int = 6071
+
     ws_host: str = "127.0.0.1"
     ws_port: int = 8765
 

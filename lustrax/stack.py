@@ -42,13 +42,14 @@ def state_file(settings: Settings) -> Path:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings, tie_to_parent: bool = True) -> None:
+    def __init__(self, settings: Settings, tie_to_parent: bool = True, with_services: bool = True) -> None:
         if settings.env != "local":
             raise ConfigError("the local stack runs with LUSTRAX_ENV=local; production uses its own services")
         self.settings = settings
         self.infrastructure: list[Component] = [KafkaBroker(settings, tie_to_parent),
                                                 VersityGateway(settings, tie_to_parent)]
-        self.services: list[Component] = list(local_services(settings, tie_to_parent))
+        # Tests and benchmarks start the services they exercise themselves, with their own settings.
+        self.services: list[Component] = list(local_services(settings, tie_to_parent)) if with_services else []
         self.started: list[Component] = []
         self.endpoints: list[Endpoint] = []
         self.timings: dict[str, float] = {}
@@ -151,7 +152,7 @@ def probe_components(settings: Settings) -> dict[str, tuple[bool, str]]:
     }
     results["clickhouse"] = _probe_clickhouse(settings)
     for service in local_services(settings):
-        results[service.name] = (http_ok(f"{service.address()}/readyz", timeout_s=3.0), service.address())
+        results[service.name] = (http_ok(f"{service.address()}/healthz", timeout_s=3.0), service.address())
     return results
 
 

@@ -70,8 +70,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         kafka_controller_port=free_port(),
         s3_endpoint=f"http://127.0.0.1:{free_port()}",
         ingest_port=free_port(),
+        transcode_web_port=free_port(),
     )
-    local = LocalStack(settings)
+    local = LocalStack(settings, with_services=False)
     local.start()
     try:
         yield settings

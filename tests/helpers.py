@@ -31,3 +31,38 @@ def served(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def records_on(bootstrap: str, topic: str, predicate: Any, count: int = 1, timeout_s: float = 60.0
+               ) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+    """Wait for `count` decoded records on `topic` (read from the start) that satisfy `predicate`.
+
+    Returns (record, headers) pairs; raises AssertionError when they do not arrive in time.
+    """
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from schemas.codec import decode
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    found: list[tuple[dict[str, Any], dict[str, bytes]]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(found) < count:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            try:
+                _, record = decode(msg.value())
+            except Exception:  # noqa: BLE001 - other tests put undecodable bytes on purpose
+                continue
+            if predicate(record):
+                found.append((record, dict(msg.headers() or [])))
+    finally:
+        consumer.close()
+    assert len(found) >= count, f"{len(found)} of {count} records on {topic} within {timeout_s} s"
+    return found

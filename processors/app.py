@@ -1,0 +1,72 @@
+"""The common shape of the project's Faust apps: broker, loopback web with /healthz, raw topics.
+
+Values on our topics are Avro single-object bytes: agents take them raw and decode with our codec,
+so that a message that cannot be decoded goes to the dead-letter topic instead of crashing Faust.
+Delivery is at least once: an agent awaits the broker's acknowledgement of what it produces before
+it moves on (and so before its input offset is committed); effects are idempotent by event_id and
+deterministic keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from lustrax.settings import Settings
+from schemas.codec import encode
+from schemas.topics import DEAD_LETTER_TOPIC
+
+log = logging.getLogger(__name__)
+
+
+def faust_app(name: str, settings: Settings, web_port: int, **config: Any) -> faust.App:
+    datadir = settings.data_dir / "faust" / name
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"lustrax-{name}",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        datadir=str(datadir),
+        web_enabled=True,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=web_port,
+        topic_disable_leader=True,  # no assignor leader topic: every worker is equal here
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        **config,
+    )
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "app": app.conf.id})
+
+    return app
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+async def send_acked(topic: faust.TopicT, key: str, value: bytes, headers: dict[str, bytes] | None = None) -> None:
+    """Produce and wait until the broker has it."""
+    pending = await topic.send(key=key.encode(), value=value, headers=headers)
+    await pending
+
+
+async def send_event(topic: faust.TopicT, schema: str, record: dict[str, Any]) -> None:
+    await send_acked(topic, record["video_id"], encode(schema, record))
+
+
+async def dead_letter(app: faust.App, message: Any, consumer: str, reason: str) -> None:
+    """Park a message we cannot process, with where it came from and why; the agent goes on."""
+    log.warning("dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
+    headers = {
+        "lustrax-consumer": consumer.encode(), "lustrax-reason": reason[:1000].encode(),
+        "lustrax-source-topic": message.topic.encode(), "lustrax-source-partition": str(message.partition).encode(),
+        "lustrax-source-offset": str(message.offset).encode(),
+    }
+    key = message.key if isinstance(message.key, bytes) else b""
+    pending = await raw_topic(app, DEAD_LETTER_TOPIC.name).send(key=key, value=message.value or b"", headers=headers)
+    await pending
