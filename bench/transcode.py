@@ -18,7 +18,9 @@ settings.transcode_preset) and settings.transcode_segment_seconds:
 
 Each is run --repeat times (order reversed on every other round) and medians are compared.
 Prints wall seconds and x-realtime (source duration / wall) of each, pipeline / bare (goal
-<= 1.05) and three runs / single pass (goal >= 1.2), the preset and the CPU count. No S3: the
+<= 1.05) and three runs / single pass (goal >= 1.2), the preset and the CPU count; CPU seconds
+(user + system, this process and its ffmpeg children) and their ratios are printed alongside,
+since on a shared machine they move much less than wall time. No S3: the
 benchmark is about ffmpeg. Everything runs in temp dirs that are removed at the end.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import processors.transcode.job as job
+from lustrax.settings import load_settings
 from processors.transcode.ffmpeg.binary import ffmpeg_binary
 from processors.transcode.ffmpeg.commands import (
     POSTER,
@@ -48,7 +52,6 @@ from processors.transcode.ffmpeg.commands import (
 from processors.transcode.ffmpeg.ladder import DEFAULT_FPS, MAX_FPS, Rendition, choose_ladder
 from processors.transcode.ffmpeg.probe import SourceInfo, probe
 from processors.transcode.job import transcode_source
-from lustrax.settings import load_settings
 
 SOURCE_DESCRIPTION = ("testsrc2 1920x1080@30 + noise=alls=20:allf=t+u, sine stereo 48 kHz; "
                       "H.264 High (x264 veryfast) 20 Mbit/s + AAC 192 kbit/s in MP4")
@@ -141,6 +144,31 @@ class PhaseTimer:
         return wrapper
 
 
+class Stopwatch:
+    """Wall time and CPU time (this process + the ffmpeg children it waited for) of one measurement.
+
+    CPU seconds are printed next to wall seconds because the machine is shared: other work stretches
+    wall time but hardly the CPU time that the encodes themselves need.
+    """
+
+    def __init__(self, key: str, wall: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
+        self._key, self._wall, self._cpu = key, wall, cpu
+
+    @staticmethod
+    def _cpu_now() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    def __enter__(self) -> Stopwatch:
+        self._started, self._cpu_started = time.perf_counter(), self._cpu_now()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self._wall[self._key].append(time.perf_counter() - self._started)
+            self._cpu[self._key].append(self._cpu_now() - self._cpu_started)
+
+
 def fresh_dir(root: Path, name: str) -> Path:
     path = root / name
     shutil.rmtree(path, ignore_errors=True)
@@ -160,6 +188,7 @@ def main() -> int:
 
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure below
     times: dict[str, list[float]] = {"pipeline": [], "bare": [], "three": []}
+    cpu_times: dict[str, list[float]] = {"pipeline": [], "bare": [], "three": []}
     phases: list[dict[str, float]] = []
     root = Path(tempfile.mkdtemp(prefix="lustrax-bench-transcode-"))
     try:
@@ -171,11 +200,9 @@ def main() -> int:
 
         def pipeline() -> None:
             workdir = fresh_dir(root, "pipeline")
-            with PhaseTimer() as timer:
-                started = time.perf_counter()
+            with PhaseTimer() as timer, Stopwatch("pipeline", times, cpu_times):
                 transcode_source(source, workdir, "bench-video", preset=args.preset,
                                  segment_seconds=segment_seconds, timeout_s=3600)
-                times["pipeline"].append(time.perf_counter() - started)
             phases.append(timer.phases)
             shutil.rmtree(workdir)
 
@@ -183,9 +210,8 @@ def main() -> int:
             outdir = fresh_dir(root, "bare")
             argv = hls_ladder_command(ffmpeg, source, outdir, renditions, info.has_audio, info.fps, segment_seconds,
                                       args.preset, input_format=info.container)
-            started = time.perf_counter()
-            run_ffmpeg(argv)
-            times["bare"].append(time.perf_counter() - started)
+            with Stopwatch("bare", times, cpu_times):
+                run_ffmpeg(argv)
             shutil.rmtree(outdir)
 
         def three_runs() -> None:
@@ -194,10 +220,9 @@ def main() -> int:
                      for r in renditions]
             for rendition in renditions:  # without %v in the path the hls muxer does not create it
                 (outdir / rendition.name).mkdir()
-            started = time.perf_counter()
-            for argv in argvs:
-                run_ffmpeg(argv)
-            times["three"].append(time.perf_counter() - started)
+            with Stopwatch("three", times, cpu_times):
+                for argv in argvs:
+                    run_ffmpeg(argv)
             shutil.rmtree(outdir)
 
         order = [pipeline, bare, three_runs]
@@ -209,26 +234,32 @@ def main() -> int:
 
         duration = info.duration_s
         median = {key: statistics.median(values) for key, values in times.items()}
+        cpu = {key: statistics.median(values) for key, values in cpu_times.items()}
         affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        mbits = source.stat().st_size * 8 / 1e6 / duration
         print(f"source: {duration:.2f} s, {info.width}x{info.height}@{info.fps:g} {info.video_codec}, "
-              f"audio={info.has_audio}, {source.stat().st_size / 1e6 / duration * 8:.1f} Mbit/s  [{SOURCE_DESCRIPTION}]")
-        print("ladder: " + ", ".join(f"{r.name} {r.width}x{r.height} {r.video_bitrate // 1000} kbit/s" for r in renditions)
-              + f"; segments {segment_seconds} s")
-        print(f"preset: {args.preset}   CPUs: {os.cpu_count()} (usable {affinity})   "
-              f"load average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}   repeat: {args.repeat} (medians)")
-        labels = {"pipeline": "pipeline transcode_source()       ",
-                  "bare": "bare hls_ladder_command (1 pass) ",
-                  "three": "3 per-rendition ffmpeg runs      "}
+              f"audio={info.has_audio}, {mbits:.1f} Mbit/s  [{SOURCE_DESCRIPTION}]")
+        print("ladder: " + ", ".join(f"{r.name} {r.width}x{r.height} {r.video_bitrate // 1000} kbit/s"
+                                     for r in renditions) + f"; segments {segment_seconds} s")
+        print(f"preset: {args.preset}   CPUs: {os.cpu_count()} (usable {affinity})   load average before/after: "
+              f"{load_before:.2f}/{os.getloadavg()[0]:.2f}   repeat: {args.repeat} (medians)")
+        labels = {"pipeline": "pipeline transcode_source()",
+                  "bare": "bare hls_ladder_command (1 pass)",
+                  "three": "3 per-rendition ffmpeg runs"}
         for key, label in labels.items():
+            label = label.ljust(33)
             rounds = ", ".join(f"{value:.2f}" for value in times[key])
-            print(f"{label}: {median[key]:7.2f} s  {duration / median[key]:5.2f}x realtime   (rounds: {rounds})")
+            print(f"{label}: {median[key]:7.2f} s  {duration / median[key]:5.2f}x realtime   "
+                  f"cpu {cpu[key]:7.2f} s   (wall rounds: {rounds})")
         split = {label: statistics.median(p.get(label, 0.0) for p in phases)
                  for label in ("probe", "ladder", "poster", "storyboard")}
         other = median["pipeline"] - sum(split.values())
         print("pipeline split (medians): " + ", ".join(f"{label} {value:.2f} s" for label, value in split.items())
               + f", rest {other:.2f} s")
-        print(f"pipeline / bare:        {median['pipeline'] / median['bare']:.3f}   (goal <= 1.05)")
-        print(f"three runs / one pass:  {median['three'] / median['bare']:.3f}   (goal >= 1.2)")
+        print(f"pipeline / bare:        {median['pipeline'] / median['bare']:.3f}   (goal <= 1.05)   "
+              f"cpu {cpu['pipeline'] / cpu['bare']:.3f}")
+        print(f"three runs / one pass:  {median['three'] / median['bare']:.3f}   (goal >= 1.2)    "
+              f"cpu {cpu['three'] / cpu['bare']:.3f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

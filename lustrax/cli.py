@@ -120,6 +120,36 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         from processors.transcode.agent import run_worker
 
         run_worker(settings)
+    elif args.processor == "sink":
+        from processors.sink.service import run_sink
+
+        run_sink(settings)
+    elif args.processor == "heat":
+        from processors.heat_score.agent import run_worker as run_heat_worker
+
+        run_heat_worker(settings)
+    return 0
+
+
+def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from infra.clickhouse.analyst import format_table, run_sql
+
+    if (args.query is None) == (args.file is None):
+        raise LustraxError("give a QUERY or --file, not both")
+    try:
+        sql = Path(args.file).read_text() if args.file else args.query
+    except OSError as exc:
+        raise LustraxError(f"cannot read {args.file}: {exc.strerror}") from None
+    parameters = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise LustraxError(f"--param takes NAME=VALUE, not {item!r}")
+        parameters[name] = value
+    columns, rows = run_sql(settings, sql, parameters)
+    print(format_table(columns, rows))
     return 0
 
 
@@ -189,8 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=["ingest"])
     serve.set_defaults(handler=cmd_serve)
     worker = sub.add_parser("worker", help="run one of the stream processors (Faust worker) in the foreground")
-    worker.add_argument("processor", choices=["transcode"])
+    worker.add_argument("processor", choices=["transcode", "sink", "heat"])
     worker.set_defaults(handler=cmd_worker)
+    sql = sub.add_parser("sql", help="run a read-only ClickHouse query and print a table")
+    sql.add_argument("query", nargs="?", help="the SQL; {db} stands for the database")
+    sql.add_argument("--file", help="read the SQL from a file (e.g. infra/clickhouse/queries/trending_now.sql)")
+    sql.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="a query parameter, for {NAME:Type} in the SQL")
+    sql.set_defaults(handler=cmd_sql)
     again = sub.add_parser("retranscode", help="transcode one video again")
     again.add_argument("video_id")
     again.set_defaults(handler=cmd_retranscode)

@@ -35,6 +35,8 @@ PROJECT_SERVICES: dict[str, ServiceSpec] = {
     "provision": ServiceSpec("provision", ("provision",), long_running=False),
     "ingest": ServiceSpec("ingest", ("serve", "ingest")),
     "transcode": ServiceSpec("transcode", ("worker", "transcode")),
+    "sink": ServiceSpec("sink", ("worker", "sink")),
+    "heat": ServiceSpec("heat", ("worker", "heat")),
 }
 
 
@@ -98,4 +100,7 @@ def local_services(settings: Settings, tie_to_parent: bool = True) -> list[Servi
     return [
         ServiceProcess(settings, PROJECT_SERVICES["ingest"], settings.ingest_host, settings.ingest_port, tie_to_parent),
         ServiceProcess(settings, PROJECT_SERVICES["transcode"], "127.0.0.1", settings.transcode_web_port, tie_to_parent),
+        # The sink owns the embedded ClickHouse directory while the stack runs (chDB: one process).
+        ServiceProcess(settings, PROJECT_SERVICES["sink"], "127.0.0.1", settings.sink_query_port, tie_to_parent),
+        ServiceProcess(settings, PROJECT_SERVICES["heat"], "127.0.0.1", settings.heat_web_port, tie_to_parent),
     ]

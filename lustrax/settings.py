@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     transcode_workdir: Path | None = None
     transcode_web_port: int = 6071
 
+    # ClickHouse sink and heat scores (processors/sink, processors/heat_score)
+    sink_batch_rows: int = Field(default=10_000, gt=0)
+    sink_batch_interval_s: float = Field(default=1.0, gt=0)
+    sink_query_port: int = 6072
+    heat_half_life_s: float = Field(default=6 * 3600, gt=0)
+    heat_emit_interval_s: float = Field(default=10.0, gt=0)
+    heat_web_port: int = 6073
+    like_update_min_interval_s: float = Field(default=5.0, ge=0)
+    like_update_min_change: float = Field(default=0.1, gt=0)
+
     ws_host: str = "127.0.0.1"
     ws_port: int = 8765
 

@@ -157,12 +157,12 @@ def probe_components(settings: Settings) -> dict[str, tuple[bool, str]]:
 
 
 def _probe_clickhouse(settings: Settings) -> tuple[bool, str]:
+    if settings.clickhouse_embedded and http_ok(f"http://127.0.0.1:{settings.sink_query_port}/healthz"):
+        return True, f"{settings.clickhouse_url} (held by the sink; `lustrax sql` queries through it)"
     try:
         client = clickhouse_client(settings)
     except Exception as exc:  # noqa: BLE001 - report, don't crash `status`
-        if settings.clickhouse_embedded and "lock" in str(exc).lower():
-            return True, f"{settings.clickhouse_url} (open in a running service)"
-        return False, f"{settings.clickhouse_url}: {str(exc).splitlines()[0][:200]}"
+        return False, f"{settings.clickhouse_url}: {str(exc).strip().splitlines()[0][:200]}"
     try:
         rows = client.query(
             f"SELECT count() FROM system.tables WHERE database = '{settings.clickhouse_database}' "

@@ -71,6 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         s3_endpoint=f"http://127.0.0.1:{free_port()}",
         ingest_port=free_port(),
         transcode_web_port=free_port(),
+        sink_query_port=free_port(),
+        heat_web_port=free_port(),
     )
     local = LocalStack(settings, with_services=False)
     local.start()

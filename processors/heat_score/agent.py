@@ -1,0 +1,157 @@
+"""The heat worker: Faust agents over views, likes and watch ticks.
+
+State lives in Faust tables (RocksDB on disk, changelog topics in Kafka, so a restarted worker
+recovers it): `heat-state` (the rolling per-video state of processors/heat_score/state.py),
+`first-seen` (when a video's engagement began: the age the score decays with), `liked` (each
+user's latest like/unlike of a video) and `like-count`.
+
+Every LUSTRAX_HEAT_EMIT_INTERVAL_S a timer scores the videos that changed, for each window, and
+emits HeatScoreUpdated (the sink stores it in ClickHouse `heat_scores`). Like changes are
+broadcast as LikeUpdate when significant (processors/heat_score/like_rule.py); a change held back
+by the per-video interval goes out from the timer once the interval has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from lustrax.settings import Settings
+from processors.app import dead_letter, faust_app, raw_topic, send_event
+from processors.heat_score.like_rule import LikeBroadcastRule, decide, like_delta
+from processors.heat_score.score import WINDOWS, heat_score
+from processors.heat_score.state import apply_like, apply_tick, apply_view, new_video_state, window_stats
+from schemas.codec import decode
+from schemas.errors import SchemaError
+from schemas.topics import TOPIC_BY_SCHEMA
+
+log = logging.getLogger(__name__)
+CONSUMER = "heat"
+PRODUCER_NAME = "heat-score"
+ENGAGEMENT = ("VideoView", "VideoLike", "WatchTick")
+MAX_BROADCAST_MEMORY = 100_000
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def heat_record(video_id: str, window: str, window_end_ms: int, score: float, stats: Any) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4(), "occurred_at": datetime.now(UTC), "producer": PRODUCER_NAME, "schema_version": 1,
+        "video_id": video_id, "window": window, "window_end": datetime.fromtimestamp(window_end_ms / 1000, UTC),
+        "score": score, "views": stats.views, "unique_viewers": stats.unique_viewers, "net_likes": stats.net_likes,
+        "completion_rate": stats.completion_rate, "rewatch_rate": stats.rewatch_rate,
+        "avg_watched_fraction": stats.avg_watched_fraction,
+    }
+
+
+def like_update_record(video_id: str, count: int, delta: int) -> dict[str, Any]:
+    return {"event_id": uuid.uuid4(), "occurred_at": datetime.now(UTC), "producer": PRODUCER_NAME,
+            "schema_version": 1, "video_id": video_id, "like_count": count, "delta": delta}
+
+
+def create_heat_app(settings: Settings) -> faust.App:
+    partitions = TOPIC_BY_SCHEMA["VideoView"].partitions
+    app = faust_app("heat", settings, settings.heat_web_port, store="rocksdb://", topic_partitions=partitions)
+    engagement = app.topic(*(TOPIC_BY_SCHEMA[s].name for s in ENGAGEMENT), key_type=bytes, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw")
+    heat_scores = raw_topic(app, TOPIC_BY_SCHEMA["HeatScoreUpdated"].name)
+    like_updates = raw_topic(app, TOPIC_BY_SCHEMA["LikeUpdate"].name)
+
+    def table(name: str) -> faust.Table:
+        return app.Table(name, partitions=partitions,
+                         schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"))
+
+    states, first_seen, liked, like_counts = table("heat-state"), table("first-seen"), table("liked"), \
+        table("like-count")
+    rule = LikeBroadcastRule(settings.like_update_min_interval_s, settings.like_update_min_change)
+    dirty: set[str] = set()
+    # Last broadcast per video (count, at): a best-effort feed, so it is kept in memory only; after
+    # a restart the first change is broadcast again.
+    broadcast: OrderedDict[str, tuple[int, float]] = OrderedDict()
+    pending_likes: set[str] = set()
+
+    async def maybe_broadcast(video_id: str, count: int) -> None:
+        last_count, last_at = broadcast.get(video_id, (None, None))
+        now = time.monotonic()
+        if decide(rule, last_count, last_at, count, now):
+            await send_event(like_updates, "LikeUpdate", like_update_record(video_id, count,
+                                                                            like_delta(last_count, count)))
+            broadcast[video_id] = (count, now)
+            broadcast.move_to_end(video_id)
+            while len(broadcast) > MAX_BROADCAST_MEMORY:
+                broadcast.popitem(last=False)
+            pending_likes.discard(video_id)
+        elif count != last_count:
+            pending_likes.add(video_id)
+
+    async def count_like(record: dict[str, Any]) -> None:
+        video_id, now_liked = record["video_id"], record["action"] == "LIKE"
+        key = f"{video_id}\x00{record['user_id']}"
+        if bool(liked.get(key)) == now_liked:
+            return  # no change (a repeat, a duplicate, or unliking what was not liked)
+        liked[key] = now_liked
+        count = max(0, (like_counts.get(video_id) or 0) + (1 if now_liked else -1))
+        like_counts[video_id] = count
+        await maybe_broadcast(video_id, count)
+
+    @app.agent(engagement)
+    async def heat(stream: faust.StreamT) -> None:
+        async for message_event in stream.events():
+            message = message_event.message
+            try:
+                schema, record = decode(message.value)
+                if schema not in ENGAGEMENT:
+                    raise SchemaError(f"{schema} on an engagement topic")
+            except SchemaError as exc:
+                await dead_letter(app, message, CONSUMER, f"undecodable engagement event: {exc}")
+                continue
+            video_id, at_ms, event_id = record["video_id"], _ms(record["occurred_at"]), str(record["event_id"])
+            state = states.get(video_id) or new_video_state()
+            if schema == "VideoView":
+                applied = apply_view(state, event_id=event_id, user_id=record["user_id"],
+                                     session_id=record["session_id"], at_ms=at_ms)
+            elif schema == "WatchTick":
+                applied = apply_tick(state, event_id=event_id, user_id=record["user_id"],
+                                     session_id=record["session_id"], position_ms=record["position_ms"],
+                                     duration_ms=record["duration_ms"], at_ms=at_ms)
+            else:
+                applied = apply_like(state, event_id=event_id, user_id=record["user_id"],
+                                     like=record["action"] == "LIKE", at_ms=at_ms)
+                await count_like(record)
+            if applied:
+                states[video_id] = state  # reassign: Faust writes the changelog on assignment
+                if first_seen.get(video_id) is None or at_ms < first_seen[video_id]:
+                    first_seen[video_id] = at_ms
+                dirty.add(video_id)
+
+    @app.timer(interval=settings.heat_emit_interval_s)
+    async def emit_scores() -> None:
+        now_ms = int(time.time() * 1000)
+        changed = list(dirty)
+        dirty.clear()
+        for video_id in changed:
+            state = states.get(video_id)
+            if state is None:
+                continue
+            age_s = max(0.0, (now_ms - (first_seen.get(video_id) or now_ms)) / 1000)
+            for window, window_ms in WINDOWS.items():
+                stats = window_stats(state, window_ms, now_ms)
+                score = heat_score(stats, age_s=age_s, half_life_s=settings.heat_half_life_s)
+                await send_event(heat_scores, "HeatScoreUpdated", heat_record(video_id, window, now_ms, score, stats))
+        for video_id in list(pending_likes):
+            await maybe_broadcast(video_id, like_counts.get(video_id) or 0)
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    app = create_heat_app(settings)
+    faust.Worker(app, loglevel="info").execute_from_commandline()

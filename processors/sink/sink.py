@@ -1,0 +1,159 @@
+"""Kafka -> ClickHouse in batches: at least once, deduplicated, bounded.
+
+A batch closes at LUSTRAX_SINK_BATCH_ROWS rows or LUSTRAX_SINK_BATCH_INTERVAL_S seconds, whichever
+comes first. Offsets are committed only after every table of the batch was inserted, so a crash
+re-reads and re-inserts. Two layers of dedup make that harmless: each insert carries an
+`insert_deduplication_token` built from the topic/partition/offset ranges it holds (a retried batch
+is dropped by ClickHouse), and the tables are ReplacingMergeTree keyed by event_id (a duplicate
+from any other cause collapses; `FINAL` gives exact counts at once).
+
+While ClickHouse refuses inserts, the sink keeps the batch, pauses its partitions (memory stays at
+one batch), keeps polling so the group does not drop it, and retries with backoff up to 30 s.
+Messages that cannot be decoded or mapped go to the `dead_letters` table with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from processors.sink.rows import MAPPING_BY_TABLE, TABLE_OF_SCHEMA
+from schemas.codec import decode
+from schemas.errors import SchemaError
+from schemas.topics import TOPIC_BY_SCHEMA
+
+log = logging.getLogger(__name__)
+GROUP_ID = "lustrax-clickhouse-sink"
+DEAD_LETTER_COLUMNS = ("consumer", "topic", "partition", "offset", "key", "payload", "reason")
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Batch:
+    rows: dict[str, list[list[Any]]] = field(default_factory=lambda: defaultdict(list))
+    dead: list[list[Any]] = field(default_factory=list)
+    ranges: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    size: int = 0
+    started: float = 0.0
+
+    def track(self, msg: Message) -> None:
+        key = (msg.topic(), msg.partition())
+        low, _ = self.ranges.get(key, (msg.offset(), msg.offset()))
+        self.ranges[key] = (low, msg.offset())
+        if self.size == 0:
+            self.started = time.monotonic()
+        self.size += 1
+
+    def token(self, table: str) -> str:
+        """Same messages, same token: ClickHouse drops a repeated insert of this batch."""
+        spans = ";".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(self.ranges.items()))
+        return f"{table}|{spans}"
+
+    def commit_offsets(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, hi + 1) for (t, p), (_, hi) in self.ranges.items()]
+
+
+def sink_topics() -> list[str]:
+    return [TOPIC_BY_SCHEMA[schema].name for schema in TABLE_OF_SCHEMA]
+
+
+class ClickHouseSink:
+    def __init__(self, client: Client, database: str, bootstrap: str, batch_rows: int = 10_000,
+                 batch_interval_s: float = 1.0, lock: threading.Lock | None = None,
+                 group_id: str = GROUP_ID) -> None:
+        self.client = client
+        self.database = database
+        self.batch_rows = batch_rows
+        self.batch_interval_s = batch_interval_s
+        self.lock = lock or threading.Lock()  # the query server shares the embedded engine
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "max.poll.interval.ms": 600_000,
+            "partition.assignment.strategy": "cooperative-sticky",
+        }, logger=log)
+        self.batch = Batch()
+        self.stopping = threading.Event()
+        self.inserted_rows = 0
+
+    def run(self) -> None:
+        self.consumer.subscribe(sink_topics(), on_revoke=self._on_revoke)
+        try:
+            while not self.stopping.is_set():
+                room = max(1, self.batch_rows - self.batch.size)
+                for msg in self.consumer.consume(num_messages=min(room, 5000), timeout=0.2):
+                    self._add(msg)
+                if self.batch.size and (self.batch.size >= self.batch_rows
+                                        or time.monotonic() - self.batch.started >= self.batch_interval_s):
+                    self.flush()
+            if self.batch.size:
+                self.flush()
+        finally:
+            self.consumer.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Hand the partitions over with what we read from them stored; the next owner starts after.
+        if self.batch.size:
+            self.flush()
+
+    def _add(self, msg: Message) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", msg.error())
+            return
+        self.batch.track(msg)
+        try:
+            schema, record = decode(msg.value())
+            mapping = TABLE_OF_SCHEMA.get(schema)
+            if mapping is None:
+                raise SchemaError(f"no table for {schema}")
+            self.batch.rows[mapping.table].append(mapping.row(record))
+        except (SchemaError, KeyError, TypeError) as exc:
+            self.batch.dead.append(["clickhouse-sink", msg.topic(), msg.partition(), msg.offset(),
+                                    (msg.key() or b"").decode("utf-8", "replace"),
+                                    (msg.value() or b"").hex(), f"{type(exc).__name__}: {exc}"])
+
+    def flush(self) -> None:
+        """Insert the batch (retrying until ClickHouse takes it), then commit its offsets."""
+        delay, paused = 0.5, False
+        while True:
+            try:
+                self._insert_all()
+                break
+            except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep the batch, back off
+                if self.stopping.is_set() and delay >= MAX_BACKOFF_S:
+                    raise
+                log.warning("ClickHouse insert failed (%s); retrying in %.1f s", exc, delay)
+                if not paused:
+                    self.consumer.pause(self.consumer.assignment())
+                    paused = True
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    self.consumer.poll(0.1)  # keeps the group membership; partitions are paused
+                delay = min(MAX_BACKOFF_S, delay * 2)
+        self.consumer.commit(offsets=self.batch.commit_offsets(), asynchronous=False)
+        if paused:
+            self.consumer.resume(self.consumer.assignment())
+        self.inserted_rows += sum(len(rows) for rows in self.batch.rows.values())
+        self.batch = Batch()
+
+    def _insert_all(self) -> None:
+        with self.lock:
+            for table, rows in self.batch.rows.items():
+                if rows:
+                    columns = list(MAPPING_BY_TABLE[table].columns)
+                    self.client.insert(f"`{self.database}`.`{table}`", rows, column_names=columns,
+                                       settings={"insert_deduplication_token": self.batch.token(table)})
+            if self.batch.dead:
+                self.client.insert(f"`{self.database}`.dead_letters", self.batch.dead,
+                                   column_names=list(DEAD_LETTER_COLUMNS),
+                                   settings={"insert_deduplication_token": self.batch.token("dead_letters")})
