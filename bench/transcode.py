@@ -20,8 +20,8 @@ Each is run --repeat times (order reversed on every other round) and medians are
 Prints wall seconds and x-realtime (source duration / wall) of each, pipeline / bare (goal
 <= 1.05) and three runs / single pass (goal >= 1.2), the preset and the CPU count; CPU seconds
 (user + system, this process and its ffmpeg children) and their ratios are printed alongside,
-since on a shared machine they move much less than wall time. No S3: the
-benchmark is about ffmpeg. Everything runs in temp dirs that are removed at the end.
+since on a shared machine they move much less than wall time. No S3: the benchmark is about
+ffmpeg. Everything runs in temp dirs that are removed at the end.
 """
 
 from __future__ import annotations
@@ -183,6 +183,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the generated source")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of each measurement; medians are compared")
     args = parser.parse_args()
+    if args.repeat < 1 or args.seconds < 1:
+        parser.error("--repeat and --seconds must be at least 1")
     segment_seconds = settings.transcode_segment_seconds
     ffmpeg = ffmpeg_binary()
 
@@ -247,13 +249,13 @@ def main() -> int:
                   "bare": "bare hls_ladder_command (1 pass)",
                   "three": "3 per-rendition ffmpeg runs"}
         for key, label in labels.items():
-            label = label.ljust(33)
             rounds = ", ".join(f"{value:.2f}" for value in times[key])
-            print(f"{label}: {median[key]:7.2f} s  {duration / median[key]:5.2f}x realtime   "
+            print(f"{label:<33}: {median[key]:7.2f} s  {duration / median[key]:5.2f}x realtime   "
                   f"cpu {cpu[key]:7.2f} s   (wall rounds: {rounds})")
         split = {label: statistics.median(p.get(label, 0.0) for p in phases)
                  for label in ("probe", "ladder", "poster", "storyboard")}
-        other = median["pipeline"] - sum(split.values())
+        # Per round, then the median: medians of the parts need not add up to the median of the whole.
+        other = statistics.median(total - sum(p.values()) for total, p in zip(times["pipeline"], phases))
         print("pipeline split (medians): " + ", ".join(f"{label} {value:.2f} s" for label, value in split.items())
               + f", rest {other:.2f} s")
         print(f"pipeline / bare:        {median['pipeline'] / median['bare']:.3f}   (goal <= 1.05)   "

@@ -46,3 +46,13 @@ TOPIC_BY_SCHEMA: dict[str, TopicSpec] = {spec.schema: spec for spec in TOPICS}
 
 # Messages a processor could not handle, with the reason in the headers; raw bytes, no schema.
 DEAD_LETTER_TOPIC = TopicSpec("lustrax.dead-letters", "", 3, _retained(30))
+
+# Changelogs of the heat worker's Faust tables (app "lustrax-heat"): compacted, partitioned like
+# the engagement topics they are co-partitioned with. Created up front so that a worker's first
+# start never races the creation of its own changelogs.
+HEAT_TABLES = ("heat-state", "first-seen", "liked", "like-count")
+STATE_TOPICS: tuple[TopicSpec, ...] = tuple(
+    TopicSpec(f"lustrax-heat-{table}-changelog", "", TOPIC_BY_SCHEMA["VideoView"].partitions,
+              {"cleanup.policy": "compact"}, key="video_id")
+    for table in HEAT_TABLES
+)

@@ -9,11 +9,11 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from infra.kafka.broker import QUIET_LOGGER
 from lustrax.errors import ComponentError
-from schemas.topics import DEAD_LETTER_TOPIC, TOPICS, TopicSpec
+from schemas.topics import DEAD_LETTER_TOPIC, STATE_TOPICS, TOPICS, TopicSpec
 
 
 def all_topics() -> list[TopicSpec]:
-    return [*TOPICS, DEAD_LETTER_TOPIC]
+    return [*TOPICS, DEAD_LETTER_TOPIC, *STATE_TOPICS]
 
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] | None = None, replication_factor: int = 1,

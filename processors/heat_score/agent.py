@@ -29,7 +29,7 @@ from processors.heat_score.score import WINDOWS, heat_score
 from processors.heat_score.state import apply_like, apply_tick, apply_view, new_video_state, window_stats
 from schemas.codec import decode
 from schemas.errors import SchemaError
-from schemas.topics import TOPIC_BY_SCHEMA
+from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
 
 log = logging.getLogger(__name__)
 CONSUMER = "heat"
@@ -60,6 +60,8 @@ def like_update_record(video_id: str, count: int, delta: int) -> dict[str, Any]:
 def create_heat_app(settings: Settings) -> faust.App:
     partitions = TOPIC_BY_SCHEMA["VideoView"].partitions
     app = faust_app("heat", settings, settings.heat_web_port, store="rocksdb://", topic_partitions=partitions)
+    if app.conf.id != "lustrax-heat":  # the changelog names in schemas/topics.py depend on it
+        raise RuntimeError(f"unexpected Faust app id {app.conf.id}")
     engagement = app.topic(*(TOPIC_BY_SCHEMA[s].name for s in ENGAGEMENT), key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
     heat_scores = raw_topic(app, TOPIC_BY_SCHEMA["HeatScoreUpdated"].name)
@@ -69,8 +71,7 @@ def create_heat_app(settings: Settings) -> faust.App:
         return app.Table(name, partitions=partitions,
                          schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"))
 
-    states, first_seen, liked, like_counts = table("heat-state"), table("first-seen"), table("liked"), \
-        table("like-count")
+    states, first_seen, liked, like_counts = (table(name) for name in HEAT_TABLES)
     rule = LikeBroadcastRule(settings.like_update_min_interval_s, settings.like_update_min_change)
     dirty: set[str] = set()
     # Last broadcast per video (count, at): a best-effort feed, so it is kept in memory only; after
@@ -92,12 +93,16 @@ def create_heat_app(settings: Settings) -> faust.App:
         elif count != last_count:
             pending_likes.add(video_id)
 
-    async def count_like(record: dict[str, Any]) -> None:
+    async def count_like(record: dict[str, Any], at_ms: int) -> None:
+        """The like count: each user's latest action wins, whatever order actions arrive in."""
         video_id, now_liked = record["video_id"], record["action"] == "LIKE"
         key = f"{video_id}\x00{record['user_id']}"
-        if bool(liked.get(key)) == now_liked:
-            return  # no change (a repeat, a duplicate, or unliking what was not liked)
-        liked[key] = now_liked
+        was_liked, last_at = liked.get(key) or (False, -1)
+        if at_ms <= last_at:
+            return  # older than what we know of this user (reordered or redelivered)
+        liked[key] = (now_liked, at_ms)
+        if was_liked == now_liked:
+            return  # no change: liking twice, or unliking what was not liked
         count = max(0, (like_counts.get(video_id) or 0) + (1 if now_liked else -1))
         like_counts[video_id] = count
         await maybe_broadcast(video_id, count)
@@ -113,24 +118,31 @@ def create_heat_app(settings: Settings) -> faust.App:
             except SchemaError as exc:
                 await dead_letter(app, message, CONSUMER, f"undecodable engagement event: {exc}")
                 continue
-            video_id, at_ms, event_id = record["video_id"], _ms(record["occurred_at"]), str(record["event_id"])
-            state = states.get(video_id) or new_video_state()
-            if schema == "VideoView":
-                applied = apply_view(state, event_id=event_id, user_id=record["user_id"],
-                                     session_id=record["session_id"], at_ms=at_ms)
-            elif schema == "WatchTick":
-                applied = apply_tick(state, event_id=event_id, user_id=record["user_id"],
-                                     session_id=record["session_id"], position_ms=record["position_ms"],
-                                     duration_ms=record["duration_ms"], at_ms=at_ms)
-            else:
-                applied = apply_like(state, event_id=event_id, user_id=record["user_id"],
-                                     like=record["action"] == "LIKE", at_ms=at_ms)
-                await count_like(record)
-            if applied:
-                states[video_id] = state  # reassign: Faust writes the changelog on assignment
-                if first_seen.get(video_id) is None or at_ms < first_seen[video_id]:
-                    first_seen[video_id] = at_ms
-                dirty.add(video_id)
+            try:
+                await apply_event(schema, record)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; park the message
+                log.exception("unexpected error on %s", record.get("video_id"))
+                await dead_letter(app, message, CONSUMER, f"unexpected {type(exc).__name__}: {exc}")
+
+    async def apply_event(schema: str, record: dict[str, Any]) -> None:
+        video_id, at_ms, event_id = record["video_id"], _ms(record["occurred_at"]), str(record["event_id"])
+        state = states.get(video_id) or new_video_state()
+        if schema == "VideoView":
+            applied = apply_view(state, event_id=event_id, user_id=record["user_id"],
+                                 session_id=record["session_id"], at_ms=at_ms)
+        elif schema == "WatchTick":
+            applied = apply_tick(state, event_id=event_id, user_id=record["user_id"],
+                                 session_id=record["session_id"], position_ms=record["position_ms"],
+                                 duration_ms=record["duration_ms"], at_ms=at_ms)
+        else:
+            applied = apply_like(state, event_id=event_id, user_id=record["user_id"],
+                                 like=record["action"] == "LIKE", at_ms=at_ms)
+            await count_like(record, at_ms)
+        if applied:
+            states[video_id] = state  # reassign: Faust writes the changelog on assignment
+            if first_seen.get(video_id) is None or at_ms < first_seen[video_id]:
+                first_seen[video_id] = at_ms
+            dirty.add(video_id)
 
     @app.timer(interval=settings.heat_emit_interval_s)
     async def emit_scores() -> None:

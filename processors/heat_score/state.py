@@ -17,6 +17,7 @@ Layout (lists rather than dicts inside, to keep the JSON small):
                                        net_likes]},
      "level": int,                    user sampling level: users with hash % 2**level == 0
      "levels": [[until_ms, level], ...]}   earlier levels, while a window can still reach them
+                                      (a raise per doubling of the traffic, MAX_LEVEL_LOG lowerings)
 
 Bound, whatever the event rate: MAX_SESSIONS session records (MAX_VIEWS_PER_SESSION views each,
 MAX_SESSIONS_PER_USER per user), MAX_LIKERS users of MAX_ACTIONS_PER_USER actions, MAX_SEEN_IDS
@@ -31,7 +32,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict
 
@@ -170,8 +171,8 @@ def window_stats(state: VideoState, window_ms: int, now_ms: int) -> WindowStats:
     unique_viewers, rewatch_rate = known_viewers, _rewatch_rate(sessions_per_user)
     if folded_sessions:
         level = max([state["level"], *(level for until, level in state["levels"] if until > start)])
-        sample = Counter({user: n for user, n in sessions_per_user.items() if _sampled(user, level)})
-        if sample:
+        sample = {user: n for user, n in sessions_per_user.items() if _sampled(user, level)}
+        if sample:  # else (a high level, a short window) the known viewers are the best guess
             unique_viewers = min(sessions, max(known_viewers, len(sample) * 2 ** level))
             rewatch_rate = _rewatch_rate(sample)
     return WindowStats(
@@ -185,7 +186,7 @@ def window_stats(state: VideoState, window_ms: int, now_ms: int) -> WindowStats:
     )
 
 
-def _rewatch_rate(sessions_per_user: Counter[str]) -> float:
+def _rewatch_rate(sessions_per_user: Mapping[str, int]) -> float:
     viewers = len(sessions_per_user)
     return sum(1 for n in sessions_per_user.values() if n >= 2) / viewers if viewers else 0.0
 
@@ -238,8 +239,9 @@ def _prune(state: VideoState, cutoff: int) -> None:
 
 def _lower_level(state: VideoState) -> None:
     """Once traffic has dropped, sample more users again: the lowest level at which the sessions of
-    the last 24 h would fill a quarter of the cap (raising happens at half: no flapping). Windows reaching back before the change keep
-    using the higher level (`levels`), whose sample is complete for them."""
+    the last 24 h would fill a quarter of the cap (raising happens at half: no flapping). Windows
+    reaching back before the change keep using the higher level (`levels`), whose sample is
+    complete for them."""
     recent = (sum(map(len, state["viewers"].values()))
               + sum(bucket[_F_SESSIONS] for bucket in state["folded"].values()))
     level = state["level"]
@@ -274,13 +276,18 @@ def _make_room(state: VideoState, user_id: str) -> None:
     count = sum(map(len, viewers.values()))
     if count < MAX_SESSIONS:
         return
-    while sum(len(sessions) for uid, sessions in viewers.items() if _sampled(uid, state["level"])) > MAX_SESSIONS // 2:
+    while _sampled_sessions(state) > MAX_SESSIONS // 2:
         state["levels"].append([state["wm"], state["level"]])
         state["level"] += 1
     unsampled = sorted((session[_LAST], uid, sid) for uid, sessions in viewers.items()
                        if not _sampled(uid, state["level"]) for sid, session in sessions.items())
     for _, uid, sid in unsampled[:count - int(MAX_SESSIONS * EVICT_TO)]:
         _fold_session(state, uid, sid)
+
+
+def _sampled_sessions(state: VideoState) -> int:
+    level = state["level"]
+    return sum(len(sessions) for user_id, sessions in state["viewers"].items() if _sampled(user_id, level))
 
 
 def _fold_session(state: VideoState, user_id: str, session_id: str) -> None:

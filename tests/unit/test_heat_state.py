@@ -18,6 +18,7 @@ from processors.heat_score.state import (
     MAX_LIKERS,
     MAX_SEEN_IDS,
     MAX_SESSIONS,
+    MAX_SESSIONS_PER_USER,
     MAX_VIEWS_PER_SESSION,
     MAX_WINDOW_MS,
     RETENTION_MS,
@@ -165,7 +166,8 @@ def test_a_duplicate_older_than_the_remembered_ids_changes_nothing() -> None:
 
 
 def test_out_of_order_ticks_give_the_same_session() -> None:
-    ticks: list[Event] = [("tick", f"t{i}", "u1", "s1", T - HOUR + i * 5000, i * 5000, 600_000) for i in range(1, 121)]
+    ticks: list[Event] = [("tick", f"t{i}", "u1", "s1", T - HOUR + i * 5000, i * 5000, 600_000)
+                          for i in range(1, 121)]
     in_order, _ = feed([("view", "v", "u1", "s1", T - HOUR), *ticks])
     reversed_, _ = feed([*reversed(ticks), ("view", "v", "u1", "s1", T - HOUR)])
     assert window_stats(in_order, HOUR, T) == window_stats(reversed_, HOUR, T)
@@ -195,7 +197,8 @@ def test_net_likes_is_the_change_of_the_like_count_over_the_window() -> None:
     # A like and an unlike at the same millisecond: the unlike wins, in any order.
     same_ms: list[Event] = [("like", "2", "u", True, T - MIN), ("like", "3", "u", False, T - MIN)]
     liked_before = ("like", "1", "u", True, T - 30 * MIN)
-    assert net_likes([liked_before, *same_ms], 10 * MIN) == net_likes([liked_before, *same_ms[::-1]], 10 * MIN) == -1
+    assert net_likes([liked_before, *same_ms], 10 * MIN) == -1
+    assert net_likes([liked_before, *same_ms[::-1]], 10 * MIN) == -1
 
 
 def test_a_late_like_action_can_make_a_later_one_a_change() -> None:
@@ -215,6 +218,8 @@ def test_a_like_spammer_moves_net_likes_by_one_at_most() -> None:
     for window_ms in (HOUR, 10 * MIN, MIN, 3 * HOUR):
         assert window_stats(state, window_ms, T).net_likes in (-1, 0, 1)
     assert window_stats(state, 3 * HOUR, T).net_likes == 0  # unliked at the start, unliked at the end
+    # Its older actions were folded away: a late one from that stretch is refused, not re-counted.
+    assert not apply_like(state, event_id="late", user_id="spammer", like=True, at_ms=T - HOUR + 500)
 
 
 def test_beyond_the_session_cap_counts_stay_exact() -> None:
@@ -241,6 +246,26 @@ def test_beyond_the_liker_cap_net_likes_stay_exact() -> None:
     state, _ = feed(events)
     assert len(state["likes"]) <= MAX_LIKERS
     assert window_stats(state, HOUR, T).net_likes == count - count // 4
+
+
+def test_the_sampling_level_comes_back_down_when_traffic_drops() -> None:
+    busy: list[Event] = [("view", f"v{i}", f"u{i}", f"s{i}", T + i * 1000) for i in range(3 * MAX_SESSIONS)]
+    state, _ = feed(busy)
+    assert state["level"] >= 1
+    # A day and a half later the busy hour is gone: every user is sampled again.
+    quiet: list[Event] = [("view", f"q{i}", f"q{i % 3}", f"qs{i}", T + 36 * HOUR + i * MIN) for i in range(10)]
+    for event in quiet:
+        apply(state, event)
+    assert state["level"] == 0 and session_records(state) == 10 and not state["folded"]
+    stats = window_stats(state, HOUR, T + 37 * HOUR)
+    assert (stats.sessions, stats.unique_viewers, stats.rewatch_rate) == (10, 3, 1.0)
+
+
+def test_a_bot_cannot_fill_the_sample() -> None:
+    state, _ = feed([("view", f"v{i}", "bot", f"s{i}", T - HOUR + i * 1000) for i in range(100)])
+    assert session_records(state) == MAX_SESSIONS_PER_USER
+    stats = window_stats(state, HOUR, T)
+    assert (stats.sessions, stats.views, stats.unique_viewers, stats.rewatch_rate) == (100, 100, 1, 1.0)
 
 
 def test_views_beyond_the_per_session_cap_are_still_counted() -> None:
@@ -330,7 +355,7 @@ def test_three_days_of_events_keep_the_state_bounded(events_per_session: int, us
         sizes_by_day[day] = max(sizes_by_day[day], len(json.dumps(state)))
         assert session_records(state) <= MAX_SESSIONS and len(state["likes"]) <= MAX_LIKERS
         assert len(state["folded"]) <= RETENTION_MS // BUCKET_MS + 2
-        if i % 10_000 == 0:
+        if i % 20_000 == 0:
             now = state["wm"] - state["wm"] % BUCKET_MS  # folded data is exact at bucket bounds
             for window_ms in (HOUR, MAX_WINDOW_MS):
                 actual, expected = window_stats(state, window_ms, now), reference_stats(events[:i], window_ms, now)
@@ -394,7 +419,8 @@ def _event_lists(draw: st.DrawFn) -> list[Event]:
 
     events = [session_event("view") for _ in range(draw(st.integers(0, 8)))]
     events += [session_event("tick") for _ in range(draw(st.integers(0, 10)))]
-    events += [("like", "", draw(_users), draw(st.booleans()), draw(_times)) for _ in range(draw(st.integers(0, 8)))]
+    events += [("like", "", draw(_users), draw(st.booleans()), draw(_times))
+               for _ in range(draw(st.integers(0, 8)))]
     return [(event[0], f"e{i}", *event[2:]) for i, event in enumerate(events)]
 
 
