@@ -84,6 +84,8 @@ def _main_video_stream(container: InputContainer) -> VideoStream:
 
 def _decode_first_frames(container: InputContainer, stream: VideoStream) -> tuple[int, int, int]:
     first = None
+    # Frame threading: x264 writes one slice per frame, so the default slice threading uses one core.
+    stream.codec_context.thread_type = "AUTO"
     try:
         for count, frame in enumerate(container.decode(stream), start=1):
             first = first or frame
