@@ -36,6 +36,7 @@ CONSUMER = "heat"
 PRODUCER_NAME = "heat-score"
 ENGAGEMENT = ("VideoView", "VideoLike", "WatchTick")
 MAX_BROADCAST_MEMORY = 100_000
+MAX_CACHED_STATES = 10_000
 
 
 def _ms(value: datetime) -> int:
@@ -59,7 +60,12 @@ def like_update_record(video_id: str, count: int, delta: int) -> dict[str, Any]:
 
 def create_heat_app(settings: Settings) -> faust.App:
     partitions = TOPIC_BY_SCHEMA["VideoView"].partitions
-    app = faust_app("heat", settings, settings.heat_web_port, store="rocksdb://", topic_partitions=partitions)
+    app = faust_app(
+        "heat", settings, settings.heat_web_port, store="rocksdb://", topic_partitions=partitions,
+        # Every state change goes to a changelog; batch those sends (states are JSON of a few KB,
+        # one per 16 KB default batch would make every event wait for its own round trip).
+        producer_linger=0.005, producer_max_batch_size=1024 * 1024, producer_compression_type="lz4",
+    )
     if app.conf.id != "lustrax-heat":  # the changelog names in schemas/topics.py depend on it
         raise RuntimeError(f"unexpected Faust app id {app.conf.id}")
     engagement = app.topic(*(TOPIC_BY_SCHEMA[s].name for s in ENGAGEMENT), key_type=bytes, value_type=bytes,
@@ -124,9 +130,25 @@ def create_heat_app(settings: Settings) -> faust.App:
                 log.exception("unexpected error on %s", record.get("video_id"))
                 await dead_letter(app, message, CONSUMER, f"unexpected {type(exc).__name__}: {exc}")
 
+    # Reads of the hot per-video states come from memory: only this worker writes the keys of its
+    # partitions, so the cache is exact until a rebalance moves partitions (then it is dropped).
+    # Every change is still written to the table (RocksDB + changelog) before the event is acked.
+    cache: OrderedDict[str, Any] = OrderedDict()  # least recently used first, at most MAX_CACHED_STATES
+
+    @app.on_partitions_revoked.connect
+    async def drop_cache(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        cache.clear()
+
     async def apply_event(schema: str, record: dict[str, Any]) -> None:
         video_id, at_ms, event_id = record["video_id"], _ms(record["occurred_at"]), str(record["event_id"])
-        state = states.get(video_id) or new_video_state()
+        state = cache.get(video_id)
+        if state is None:
+            state = states.get(video_id) or new_video_state()
+            cache[video_id] = state
+            if len(cache) > MAX_CACHED_STATES:
+                cache.popitem(last=False)  # already in the table: dropping it loses nothing
+        else:
+            cache.move_to_end(video_id)
         if schema == "VideoView":
             applied = apply_view(state, event_id=event_id, user_id=record["user_id"],
                                  session_id=record["session_id"], at_ms=at_ms)
@@ -150,7 +172,7 @@ def create_heat_app(settings: Settings) -> faust.App:
         changed = list(dirty)
         dirty.clear()
         for video_id in changed:
-            state = states.get(video_id)
+            state = cache.get(video_id) or states.get(video_id)
             if state is None:
                 continue
             age_s = max(0.0, (now_ms - (first_seen.get(video_id) or now_ms)) / 1000)
