@@ -66,3 +66,18 @@ def records_on(bootstrap: str, topic: str, predicate: Any, count: int = 1, timeo
         consumer.close()
     assert len(found) >= count, f"{len(found)} of {count} records on {topic} within {timeout_s} s"
     return found
+
+
+@contextmanager
+def running_service(settings: Any, name: str, port: int) -> Iterator[None]:
+    """One of the project's services (lustrax/services.py) as its own process, ready, then stopped."""
+    from lustrax.services import PROJECT_SERVICES, ServiceProcess
+
+    service = ServiceProcess(settings, PROJECT_SERVICES[name], "127.0.0.1", port)
+    service.start()
+    try:
+        service.wait_ready()
+        yield
+    finally:
+        assert service.process is not None
+        service.process.stop()

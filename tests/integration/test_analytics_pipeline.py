@@ -18,14 +18,13 @@ import pytest
 from confluent_kafka import Producer
 
 from lustrax.process import free_port
-from lustrax.services import PROJECT_SERVICES, ServiceProcess
 from lustrax.settings import Settings
 from processors.heat_score.score import heat_score
 from processors.heat_score.state import WindowStats
 from processors.sink.sink import ClickHouseSink
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import records_on
+from tests.helpers import records_on, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +33,8 @@ pytestmark = pytest.mark.integration
 def heat_worker(stack: Settings) -> Iterator[Settings]:
     settings = stack.model_copy(update={"heat_web_port": free_port(), "heat_emit_interval_s": 1.0,
                                         "like_update_min_interval_s": 1.0})
-    worker = ServiceProcess(settings, PROJECT_SERVICES["heat"], "127.0.0.1", settings.heat_web_port)
-    worker.start()
-    try:
-        worker.wait_ready()
+    with running_service(settings, "heat", settings.heat_web_port):
         yield settings
-    finally:
-        assert worker.process is not None
-        worker.process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from infra.s3.buckets import s3_client
 from lustrax.process import free_port
-from lustrax.services import PROJECT_SERVICES, ServiceProcess
 from lustrax.settings import Settings
 from processors.transcode.retranscode import retranscode
 from producers.auth import issue_token
 from schemas.codec import encode
 from schemas.topics import DEAD_LETTER_TOPIC, TOPIC_BY_SCHEMA
-from tests.helpers import records_on
+from tests.helpers import records_on, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +35,8 @@ def worker(stack: Settings) -> Iterator[Settings]:
     """`lustrax worker transcode` as its own process, fast settings for tests."""
     settings = stack.model_copy(update={"transcode_web_port": free_port(), "transcode_preset": "ultrafast",
                                         "transcode_retry_base_s": 0.2, "transcode_max_attempts": 2})
-    process = ServiceProcess(settings, PROJECT_SERVICES["transcode"], "127.0.0.1", settings.transcode_web_port)
-    process.start()
-    try:
-        process.wait_ready()
+    with running_service(settings, "transcode", settings.transcode_web_port):
         yield settings
-    finally:
-        assert process.process is not None
-        process.process.stop()
 
 
 @pytest.fixture(scope="module")
