@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,21 @@ def ingest_api(stack: Settings) -> Iterator[str]:
 
     with served(create_app(stack)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def sink(stack: Settings, clickhouse: Any) -> Iterator[Any]:
+    """The ClickHouse sink in this process (the test process holds the run's chDB directory),
+    reading every topic from the start under a group of its own."""
+    import threading
+    import uuid
+
+    from processors.sink.sink import ClickHouseSink
+
+    sink = ClickHouseSink(clickhouse, stack.clickhouse_database, stack.kafka_bootstrap, batch_interval_s=0.5,
+                          group_id=f"test-sink-{uuid.uuid4().hex}")
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    yield sink
+    sink.stop()
+    thread.join(timeout=30)

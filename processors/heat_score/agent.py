@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.streams import _current_event  # the event whose partition a table write goes to
 
 from lustrax.settings import Settings
 from processors.app import dead_letter, faust_app, raw_topic, send_event
@@ -37,6 +39,7 @@ PRODUCER_NAME = "heat-score"
 ENGAGEMENT = ("VideoView", "VideoLike", "WatchTick")
 MAX_BROADCAST_MEMORY = 100_000
 MAX_CACHED_STATES = 10_000
+FLUSH_AFTER_S = 1.0
 
 
 def _ms(value: datetime) -> int:
@@ -113,9 +116,41 @@ def create_heat_app(settings: Settings) -> faust.App:
         like_counts[video_id] = count
         await maybe_broadcast(video_id, count)
 
+    # The hot per-video states live in memory and reach the table (RocksDB + changelog) at most once
+    # per FLUSH_AFTER_S per video: writing the whole state on every event made the changelog the
+    # bottleneck. Events are acked by hand only after their video's state was written, so committed
+    # offsets never pass a change that is only in memory: a crash replays those events (the state's
+    # event-id memory makes the replay harmless). A rebalance drops memory and pending events alike.
+    cache: OrderedDict[str, Any] = OrderedDict()  # least recently used first, at most MAX_CACHED_STATES
+    pending: dict[str, list[Any]] = {}  # video -> events applied in memory, not yet acked
+    pending_since: dict[str, float] = {}
+    streams: list[faust.StreamT] = []  # the agent's manual-ack stream
+
+    @app.on_partitions_revoked.connect
+    async def forget_memory(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        cache.clear()
+        pending.clear()
+        pending_since.clear()
+
+    async def flush(video_id: str, state: Any) -> None:
+        events = pending.pop(video_id, [])
+        pending_since.pop(video_id, None)
+        if not events:
+            return
+        # Table writes go to the partition of the current event: make it one of this video's.
+        token = _current_event.set(weakref.ref(events[-1]))
+        try:
+            states[video_id] = state
+        finally:
+            _current_event.reset(token)
+        for event in events:
+            await streams[0].ack(event)
+
     @app.agent(engagement)
     async def heat(stream: faust.StreamT) -> None:
-        async for message_event in stream.events():
+        manual = stream.noack()
+        streams[:] = [manual]
+        async for message_event in manual.events():
             message = message_event.message
             try:
                 schema, record = decode(message.value)
@@ -123,30 +158,40 @@ def create_heat_app(settings: Settings) -> faust.App:
                     raise SchemaError(f"{schema} on an engagement topic")
             except SchemaError as exc:
                 await dead_letter(app, message, CONSUMER, f"undecodable engagement event: {exc}")
+                await manual.ack(message_event)
                 continue
             try:
-                await apply_event(schema, record)
+                video_id = await apply_event(schema, record)
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; park the message
                 log.exception("unexpected error on %s", record.get("video_id"))
                 await dead_letter(app, message, CONSUMER, f"unexpected {type(exc).__name__}: {exc}")
+                await manual.ack(message_event)
+                continue
+            if video_id is None:
+                await manual.ack(message_event)  # a duplicate or too late: nothing to keep
+                continue
+            pending.setdefault(video_id, []).append(message_event)
+            since = pending_since.setdefault(video_id, time.monotonic())
+            if time.monotonic() - since >= FLUSH_AFTER_S:
+                await flush(video_id, cache[video_id])
 
-    # Reads of the hot per-video states come from memory: only this worker writes the keys of its
-    # partitions, so the cache is exact until a rebalance moves partitions (then it is dropped).
-    # Every change is still written to the table (RocksDB + changelog) before the event is acked.
-    cache: OrderedDict[str, Any] = OrderedDict()  # least recently used first, at most MAX_CACHED_STATES
+    @app.timer(interval=FLUSH_AFTER_S / 2)
+    async def flush_quiet_videos() -> None:
+        now = time.monotonic()
+        for video_id in [v for v, since in pending_since.items() if now - since >= FLUSH_AFTER_S]:
+            if video_id in cache:
+                await flush(video_id, cache[video_id])
 
-    @app.on_partitions_revoked.connect
-    async def drop_cache(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        cache.clear()
-
-    async def apply_event(schema: str, record: dict[str, Any]) -> None:
+    async def apply_event(schema: str, record: dict[str, Any]) -> str | None:
+        """Apply to the in-memory state; the video id if the state changed, else None."""
         video_id, at_ms, event_id = record["video_id"], _ms(record["occurred_at"]), str(record["event_id"])
         state = cache.get(video_id)
         if state is None:
             state = states.get(video_id) or new_video_state()
             cache[video_id] = state
             if len(cache) > MAX_CACHED_STATES:
-                cache.popitem(last=False)  # already in the table: dropping it loses nothing
+                evicted, evicted_state = cache.popitem(last=False)
+                await flush(evicted, evicted_state)  # write it before memory lets go of it
         else:
             cache.move_to_end(video_id)
         if schema == "VideoView":
@@ -160,11 +205,12 @@ def create_heat_app(settings: Settings) -> faust.App:
             applied = apply_like(state, event_id=event_id, user_id=record["user_id"],
                                  like=record["action"] == "LIKE", at_ms=at_ms)
             await count_like(record, at_ms)
-        if applied:
-            states[video_id] = state  # reassign: Faust writes the changelog on assignment
-            if first_seen.get(video_id) is None or at_ms < first_seen[video_id]:
-                first_seen[video_id] = at_ms
-            dirty.add(video_id)
+        if not applied:
+            return None
+        if first_seen.get(video_id) is None or at_ms < first_seen[video_id]:
+            first_seen[video_id] = at_ms
+        dirty.add(video_id)
+        return video_id
 
     @app.timer(interval=settings.heat_emit_interval_s)
     async def emit_scores() -> None:

@@ -4,7 +4,6 @@ ClickHouse answers is compared with values this test computes on its own."""
 from __future__ import annotations
 
 import random
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -35,18 +34,6 @@ def heat_worker(stack: Settings) -> Iterator[Settings]:
                                         "like_update_min_interval_s": 1.0})
     with running_service(settings, "heat", settings.heat_web_port):
         yield settings
-
-
-@pytest.fixture(scope="module")
-def sink(stack: Settings, clickhouse: Any) -> Iterator[ClickHouseSink]:
-    """The sink in this process: the test process already holds the run's chDB directory."""
-    sink = ClickHouseSink(clickhouse, stack.clickhouse_database, stack.kafka_bootstrap, batch_interval_s=0.5,
-                          group_id=f"test-sink-{uuid.uuid4().hex}")
-    thread = threading.Thread(target=sink.run, daemon=True)
-    thread.start()
-    yield sink
-    sink.stop()
-    thread.join(timeout=30)
 
 
 @dataclass
