@@ -3,7 +3,9 @@
 State lives in Faust tables (RocksDB on disk, changelog topics in Kafka, so a restarted worker
 recovers it): `heat-state` (the rolling per-video state of processors/heat_score/state.py),
 `first-seen` (when a video's engagement began: the age the score decays with), `liked` (each
-user's latest like/unlike of a video) and `like-count`.
+user's latest like/unlike of a video) and `like-count`. The per-video state is worked on in memory
+and written at most once a second per video; events are acknowledged (and so committed) only once
+their video's state is written.
 
 Every LUSTRAX_HEAT_EMIT_INTERVAL_S a timer scores the videos that changed, for each window, and
 emits HeatScoreUpdated (the sink stores it in ClickHouse `heat_scores`). Like changes are
