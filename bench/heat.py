@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from fastavro import schemaless_reader
 
+from bench import percentile
 from infra.clickhouse.client import clickhouse_client
 from infra.clickhouse.migrate import migrate
 from lustrax.process import free_port
@@ -119,9 +119,6 @@ def count_rows(client: Any, database: str, lock: threading.Lock) -> int:
         return sum(client.query(f"SELECT count() FROM `{database}`.`{TABLE_OF_SCHEMA[s].table}`").result_rows[0][0]
                    for s in ENGAGEMENT)
 
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q * 100) - 1] if len(values) > 1 else values[0]
 
 
 def main() -> int:

@@ -39,6 +39,7 @@ import aiohttp
 from confluent_kafka import Producer
 from fastavro import schemaless_writer
 
+from bench import percentile
 from infra.tools import require_tool, run_logged
 from lustrax.process import ManagedProcess, free_port
 from lustrax.services import http_ok, settings_env
@@ -175,9 +176,6 @@ def raw_latency(settings: Settings, rate: float, seconds: float) -> list[float]:
     producer.flush(30)
     return latencies
 
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else values[0]
 
 
 def main() -> int:

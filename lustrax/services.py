@@ -27,12 +27,11 @@ INFRASTRUCTURE: dict[str, str] = {
 class ServiceSpec:
     name: str
     command: tuple[str, ...]  # `lustrax` arguments that run it
-    long_running: bool = True
 
 
 # The project's own processes, by compose service name.
 PROJECT_SERVICES: dict[str, ServiceSpec] = {
-    "provision": ServiceSpec("provision", ("provision",), long_running=False),
+    "provision": ServiceSpec("provision", ("provision",)),
     "ingest": ServiceSpec("ingest", ("serve", "ingest")),
     "transcode": ServiceSpec("transcode", ("worker", "transcode")),
     "sink": ServiceSpec("sink", ("worker", "sink")),

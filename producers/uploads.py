@@ -83,6 +83,17 @@ def matches_container(content_type: str, head: bytes) -> bool:
     return False
 
 
+def read_manifest(s3: Any, bucket: str, video_id: str) -> UploadManifest | None:
+    """The manifest of an upload, None if there is none (the API and `lustrax retranscode`)."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=manifest_key(video_id))["Body"].read()
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            return None
+        raise
+    return UploadManifest(**json.loads(body))
+
+
 class UploadService:
     """S3 side of the flow (blocking boto3 calls: the API runs them in a thread)."""
 
@@ -128,13 +139,7 @@ class UploadService:
         }
 
     def _manifest(self, video_id: str) -> UploadManifest | None:
-        try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=manifest_key(video_id))["Body"].read()
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        return UploadManifest(**json.loads(body))
+        return read_manifest(self.s3, self.bucket, video_id)
 
     def check_completed(self, video_id: str, authorize: Callable[[UploadManifest], None]) -> UploadManifest:
         """The manifest of an upload whose object is there and is what was declared.

@@ -80,7 +80,6 @@ class ClickHouseSink:
         }, logger=log)
         self.batch = Batch()
         self.stopping = threading.Event()
-        self.inserted_rows = 0
 
     def run(self) -> None:
         self.consumer.subscribe(sink_topics(), on_revoke=self._on_revoke)
@@ -143,7 +142,6 @@ class ClickHouseSink:
         self.consumer.commit(offsets=self.batch.commit_offsets(), asynchronous=False)
         if paused:
             self.consumer.resume(self.consumer.assignment())
-        self.inserted_rows += sum(len(rows) for rows in self.batch.rows.values())
         self.batch = Batch()
 
     def _insert_all(self) -> None:

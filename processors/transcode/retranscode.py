@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 
@@ -14,7 +13,7 @@ from lustrax.errors import LustraxError
 from lustrax.settings import Settings
 from processors.transcode.pipeline import TranscodePipeline
 from producers.kafka_producer import producer_config
-from producers.uploads import VIDEO_ID_PATTERN, manifest_key, source_key
+from producers.uploads import VIDEO_ID_PATTERN, read_manifest, source_key
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
 
@@ -25,18 +24,18 @@ def retranscode(settings: Settings, video_id: str) -> str:
         raise LustraxError(f"{video_id!r} is not a video id")
     s3 = s3_client(settings)
     try:
-        manifest = json.loads(s3.get_object(Bucket=settings.s3_uploads_bucket, Key=manifest_key(video_id))["Body"].read())
+        manifest = read_manifest(s3, settings.s3_uploads_bucket, video_id)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            raise LustraxError(f"no upload with video id {video_id}") from None
         raise LustraxError(f"cannot read the upload of {video_id}: {exc}") from None
+    if manifest is None:
+        raise LustraxError(f"no upload with video id {video_id}")
     TranscodePipeline(settings, s3).forget(video_id)
     record = {
         "event_id": uuid.uuid4(), "occurred_at": datetime.now(UTC), "producer": "lustrax-cli", "schema_version": 1,
-        "video_id": video_id, "uploader_id": manifest["uploader_id"], "title": manifest["title"],
-        "content_type": manifest["content_type"], "size_bytes": manifest["size_bytes"],
+        "video_id": video_id, "uploader_id": manifest.uploader_id, "title": manifest.title,
+        "content_type": manifest.content_type, "size_bytes": manifest.size_bytes,
         "source_bucket": settings.s3_uploads_bucket, "source_key": source_key(video_id),
-        "premium": manifest["premium"], "tags": manifest["tags"],
+        "premium": manifest.premium, "tags": manifest.tags,
     }
     producer = Producer(producer_config(settings.kafka_bootstrap, 10000))
     errors: list[str] = []
