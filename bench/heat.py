@@ -2,15 +2,19 @@
 
     .venv/bin/python -m bench.heat [--events 100000] [--rate 5000] [--seconds 20] [--videos 500]
 
-1. Throughput: N engagement events (views, watch ticks, likes over --videos videos). The
+1. Throughput on a backlog of N engagement events (views, watch ticks, likes over --videos
+   videos), clock from the first event taken to the last one done, startup left out. The
    baseline: one confluent-kafka consumer + fastavro decode + batched clickhouse-connect inserts
    into the same tables of a scratch database. The project: the heat worker (`lustrax worker
    heat`, its own process, RocksDB tables) and the ClickHouse sink (in this process: it holds the
-   embedded engine), started and caught up first; then N more events are produced and the clock
-   stops when the worker's group has committed every offset and ClickHouse holds every row.
+   embedded engine), both stopped while N new events are produced, then started: done when the
+   worker has applied every event (its /metrics counter) and the sink has stored and committed
+   every one.
 2. Lag at a steady offered rate: events produced at --rate for --seconds with occurred_at = send
-   time. Sink lag = ClickHouse `ingested_at - occurred_at` per row (p50/p99). Worker lag = the heat
-   group's unconsumed messages, sampled every 0.25 s, divided by the offered rate (p50/p99).
+   time. Sink lag = ClickHouse `ingested_at - occurred_at` per row (p50/p99). Worker lag = Kafka
+   record timestamp to applied in the worker's state, from the worker's
+   lustrax_heat_event_lag_seconds histogram over the phase (p50/p99, interpolated within buckets
+   as Prometheus' histogram_quantile does).
 3. Peak RSS (VmHWM) of the heat worker.
 """
 
@@ -19,10 +23,13 @@ from __future__ import annotations
 import argparse
 import io
 import random
+import re
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +38,6 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from fastavro import schemaless_reader
 
-from bench import percentile
 from infra.clickhouse.client import clickhouse_client
 from infra.clickhouse.migrate import migrate
 from lustrax.process import free_port
@@ -39,6 +45,7 @@ from lustrax.services import PROJECT_SERVICES, ServiceProcess
 from lustrax.settings import load_settings
 from lustrax.stack import LocalStack
 from processors.sink.rows import TABLE_OF_SCHEMA
+from processors.sink.sink import GROUP_ID as SINK_GROUP
 from processors.sink.sink import ClickHouseSink
 from schemas.codec import HEADER_SIZE, encode
 from schemas.registry import writer_schema_for
@@ -93,12 +100,13 @@ def raw_loop(bootstrap: str, client: Any, database: str, expected: int) -> float
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([TOPIC_BY_SCHEMA[s].name for s in ENGAGEMENT])
-    started, done = time.perf_counter(), 0
+    started, done = 0.0, 0
     batches: dict[str, list[list[Any]]] = {}
     while done < expected:
         for msg in consumer.consume(num_messages=5000, timeout=0.5):
             if msg.error():
                 continue
+            started = started or time.perf_counter()  # from the first message: joining is left out
             name, writer = writer_schema_for(msg.value()[2:HEADER_SIZE])
             record = schemaless_reader(io.BytesIO(msg.value()[HEADER_SIZE:]), writer, None)
             mapping = TABLE_OF_SCHEMA[name]
@@ -114,11 +122,33 @@ def raw_loop(bootstrap: str, client: Any, database: str, expected: int) -> float
     return expected / (time.perf_counter() - started)
 
 
-def count_rows(client: Any, database: str, lock: threading.Lock) -> int:
-    with lock:
-        return sum(client.query(f"SELECT count() FROM `{database}`.`{TABLE_OF_SCHEMA[s].table}`").result_rows[0][0]
-                   for s in ENGAGEMENT)
+def worker_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode()
 
+
+def events_taken(metrics: str) -> int:
+    return int(sum(float(v) for v in re.findall(r"^lustrax_heat_events_total\{[^}]*\} (\S+)", metrics, re.M)))
+
+
+def lag_buckets(metrics: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of the worker's lag histogram."""
+    return [(float(le), float(count)) for le, count in
+            re.findall(r'^lustrax_heat_event_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', metrics, re.M)]
+
+
+def bucket_quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
+    """The q-quantile of the observations between two snapshots, linear within a bucket."""
+    counts = [(bound, a - b) for (bound, a), (_, b) in zip(after, before, strict=True)]
+    rank = q * counts[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in counts:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_bound, lower_count = bound, count
+    return lower_bound
 
 
 def main() -> int:
@@ -147,38 +177,64 @@ def main() -> int:
         scratch = f"bench_raw_{uuid.uuid4().hex[:8]}"
         migrate(client, scratch)
         raw_eps = raw_loop(settings.kafka_bootstrap, client, scratch, args.events)
+        # For scale: what a Faust agent that does nothing takes from the same backlog.
+        noop = subprocess.run([sys.executable, "-m", "bench.faust_noop", settings.kafka_bootstrap, str(args.events)],
+                              capture_output=True, text=True, timeout=600, check=True)
+        noop_eps = float(re.findall(r"noop events/s (\d+)", noop.stdout + noop.stderr)[-1])  # Faust logs prints
 
-        # The project, warm: worker and sink running and caught up with the events above, then the
-        # same number of new events; the clock runs from the first produce to the last stored row.
-        sink = ClickHouseSink(client, settings.clickhouse_database, settings.kafka_bootstrap, lock=lock)
+        # The project on the same kind of backlog: worker and sink catch up with the events above
+        # and stop; N new events are produced; both start again, and the clock runs from the first
+        # event either of them takes to the last one both have done (the worker has applied it, the
+        # sink has stored it and committed). Startup is left out, as for the baseline.
+        port = settings.heat_web_port
+        heat_group = "lustrax-heat"
+
+        def start_sink() -> tuple[ClickHouseSink, threading.Thread]:
+            sink = ClickHouseSink(client, settings.clickhouse_database, settings.kafka_bootstrap, lock=lock)
+            thread = threading.Thread(target=sink.run, daemon=True)
+            thread.start()
+            return sink, thread
+
+        sink, sink_thread = start_sink()
         worker.start()
-        threading.Thread(target=sink.run, daemon=True).start()
         worker.wait_ready()
-        while group_lag(settings.kafka_bootstrap, "lustrax-heat") > 0 or \
-                count_rows(client, settings.clickhouse_database, lock) < args.events:
+        while group_lag(settings.kafka_bootstrap, heat_group) or group_lag(settings.kafka_bootstrap, SINK_GROUP):
             time.sleep(0.25)
-        started = time.perf_counter()
+        assert worker.process is not None
+        worker.process.stop()
+        sink.stop()
+        sink_thread.join()
         produce(settings.kafka_bootstrap, [make_event(rng, args.videos, datetime.now(UTC))
                                            for _ in range(args.events)])
-        while group_lag(settings.kafka_bootstrap, "lustrax-heat") > 0 or \
-                count_rows(client, settings.clickhouse_database, lock) < 2 * args.events:
-            time.sleep(0.25)
-        project_eps = args.events / (time.perf_counter() - started)
+        backlog = group_lag(settings.kafka_bootstrap, heat_group)
+        sink, sink_thread = start_sink()
+        worker.start()
+        first = worker_done = sink_done = 0.0
+        while not (worker_done and sink_done):
+            time.sleep(0.05)
+            now = time.perf_counter()
+            try:
+                taken = events_taken(worker_metrics(port))
+            except OSError:
+                taken = 0  # not serving yet
+            sink_left = group_lag(settings.kafka_bootstrap, SINK_GROUP)
+            if not first and (taken or sink_left < backlog):
+                first = now
+            if not worker_done and taken >= backlog:
+                worker_done = now
+            if not sink_done and sink_left == 0:
+                sink_done = now
+        project_eps = backlog / (max(worker_done, sink_done) - first)
+        print(f"project: {backlog} events; heat worker applied all {worker_done - first:.1f} s and the sink "
+              f"stored all {sink_done - first:.1f} s after the first was taken")
         print(f"throughput  raw consume+decode+insert loop: {raw_eps:>9,.0f} events/s")
-        print(f"throughput  heat worker + sink (warm):     {project_eps:>9,.0f} events/s   "
-              f"ratio {project_eps / raw_eps:.1%} of raw (includes producing them)")
+        print(f"throughput  Faust agent doing nothing:     {noop_eps:>9,.0f} events/s   "
+              f"ratio {noop_eps / raw_eps:.1%} of raw (the framework's own ceiling here)")
+        print(f"throughput  heat worker + sink:             {project_eps:>9,.0f} events/s   "
+              f"ratio {project_eps / raw_eps:.1%} of raw")
 
-        # Steady rate: produce on schedule, sample the worker's backlog.
-        lags: list[float] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                lags.append(group_lag(settings.kafka_bootstrap, "lustrax-heat") / args.rate)
-                time.sleep(0.25)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        # Steady rate: produce on schedule; the worker's lag histogram before and after.
+        lag_before = lag_buckets(worker_metrics(port))
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
         marker = datetime.now(UTC)
         begin, sent = time.perf_counter(), 0
@@ -193,8 +249,7 @@ def main() -> int:
         producer.flush(30)
         offered = sent / (time.perf_counter() - begin)
         time.sleep(5)
-        stop.set()
-        sampler.join()
+        lag_after = lag_buckets(worker_metrics(port))
         with lock:
             [(p50, p99, n)] = client.query(
                 f"SELECT quantile(0.5)(d), quantile(0.99)(d), count() FROM (SELECT "
@@ -203,8 +258,8 @@ def main() -> int:
             ).result_rows
         print(f"lag at {offered:,.0f} events/s offered for {args.seconds:.0f} s:")
         print(f"  Kafka -> ClickHouse (sink, per row):   p50 {p50:6.2f} s   p99 {p99:6.2f} s   (n={n})")
-        print(f"  heat worker backlog (sampled):         p50 {percentile(lags, 0.5):6.2f} s   "
-              f"p99 {percentile(lags, 0.99):6.2f} s   (n={len(lags)})")
+        print(f"  Kafka -> heat state (worker, per event): p50 {bucket_quantile(lag_before, lag_after, 0.5):6.2f} s"
+              f"   p99 {bucket_quantile(lag_before, lag_after, 0.99):6.2f} s   (n={lag_after[-1][1] - lag_before[-1][1]:.0f})")
         assert worker.process is not None and worker.process.pid is not None
         status = Path(f"/proc/{worker.process.pid}/status").read_text()
         peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))

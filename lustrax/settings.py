@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     sink_query_port: int = 6072
     heat_half_life_s: float = Field(default=6 * 3600, gt=0)
     heat_emit_interval_s: float = Field(default=10.0, gt=0)
+    # How often a video's changed state is written to its table (RocksDB + changelog); events are
+    # committed only once written, so a crash replays at most this much (harmlessly: dedup).
+    heat_checkpoint_interval_s: float = Field(default=10.0, gt=0, le=60)
     heat_web_port: int = 6073
     like_update_min_interval_s: float = Field(default=5.0, ge=0)
     like_update_min_change: float = Field(default=0.1, gt=0)

@@ -9,12 +9,16 @@ deterministic keys.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from lustrax.settings import Settings
+from processors.faust_transport import Transport
 from schemas.codec import encode
 from schemas.topics import DEAD_LETTER_TOPIC
 
@@ -37,6 +41,7 @@ def faust_app(name: str, settings: Settings, web_port: int, **config: Any) -> fa
         producer_acks=-1,
         **config,
     )
+    app.transport = Transport(app.conf.broker_consumer, app)  # before any topic: they bind to it
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -45,18 +50,28 @@ def faust_app(name: str, settings: Settings, web_port: int, **config: Any) -> fa
     return app
 
 
+def expose_metrics(app: faust.App, registry: CollectorRegistry) -> None:
+    """Serve `registry` in the Prometheus text format at /metrics on the app's loopback web port."""
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-async def send_acked(topic: faust.TopicT, key: str, value: bytes, headers: dict[str, bytes] | None = None) -> None:
-    """Produce and wait until the broker has it."""
-    pending = await topic.send(key=key.encode(), value=value, headers=headers)
-    await pending
+async def send_events(topic: faust.TopicT, schema: str, records: list[dict[str, Any]]) -> None:
+    """Produce all, then wait until the broker has each (one round trip for many, not one each)."""
+    pending = [await topic.send(key=record["video_id"].encode(), value=encode(schema, record))
+               for record in records]
+    if pending:
+        await asyncio.gather(*pending)
 
 
 async def send_event(topic: faust.TopicT, schema: str, record: dict[str, Any]) -> None:
-    await send_acked(topic, record["video_id"], encode(schema, record))
+    await send_events(topic, schema, [record])
 
 
 async def dead_letter(app: faust.App, message: Any, consumer: str, reason: str) -> None:

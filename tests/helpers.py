@@ -69,15 +69,16 @@ def records_on(bootstrap: str, topic: str, predicate: Any, count: int = 1, timeo
 
 
 @contextmanager
-def running_service(settings: Any, name: str, port: int) -> Iterator[None]:
-    """One of the project's services (lustrax/services.py) as its own process, ready, then stopped."""
+def running_service(settings: Any, name: str, port: int) -> Iterator[Any]:
+    """One of the project's services (lustrax/services.py) as its own process, ready, then stopped;
+    yields its ServiceProcess."""
     from lustrax.services import PROJECT_SERVICES, ServiceProcess
 
     service = ServiceProcess(settings, PROJECT_SERVICES[name], "127.0.0.1", port)
     service.start()
     try:
         service.wait_ready()
-        yield
+        yield service
     finally:
         assert service.process is not None
         service.process.stop()

@@ -4,8 +4,8 @@ State lives in Faust tables (RocksDB on disk, changelog topics in Kafka, so a re
 recovers it): `heat-state` (the rolling per-video state of processors/heat_score/state.py),
 `first-seen` (when a video's engagement began: the age the score decays with), `liked` (each
 user's latest like/unlike of a video) and `like-count`. The per-video state is worked on in memory
-and written at most once a second per video; events are acknowledged (and so committed) only once
-their video's state is written.
+and written at most once per LUSTRAX_HEAT_CHECKPOINT_INTERVAL_S per video; events are acknowledged
+(and so committed) only once their video's state is written.
 
 Every LUSTRAX_HEAT_EMIT_INTERVAL_S a timer scores the videos that changed, for each window, and
 emits HeatScoreUpdated (the sink stores it in ClickHouse `heat_scores`). Like changes are
@@ -25,12 +25,13 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event  # the event whose partition a table write goes to
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from lustrax.settings import Settings
-from processors.app import dead_letter, faust_app, raw_topic, send_event
+from processors.app import dead_letter, expose_metrics, faust_app, raw_topic, send_events
 from processors.heat_score.like_rule import LikeBroadcastRule, decide, like_delta
 from processors.heat_score.score import WINDOWS, heat_score
-from processors.heat_score.state import apply_like, apply_tick, apply_view, new_video_state, window_stats
+from processors.heat_score.state import apply_like, apply_tick, apply_view, new_video_state, windows_stats
 from schemas.codec import decode
 from schemas.errors import SchemaError
 from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
@@ -41,7 +42,7 @@ PRODUCER_NAME = "heat-score"
 ENGAGEMENT = ("VideoView", "VideoLike", "WatchTick")
 MAX_BROADCAST_MEMORY = 100_000
 MAX_CACHED_STATES = 10_000
-FLUSH_AFTER_S = 1.0
+LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def _ms(value: datetime) -> int:
@@ -70,6 +71,9 @@ def create_heat_app(settings: Settings) -> faust.App:
         # Every state change goes to a changelog; batch those sends (states are JSON of a few KB,
         # one per 16 KB default batch would make every event wait for its own round trip).
         producer_linger=0.005, producer_max_batch_size=1024 * 1024, producer_compression_type="lz4",
+        # Events stay unacked until their video's next checkpoint: a stopping worker would wait for
+        # them in vain. Unacked events are not committed, and the next start replays them.
+        stream_wait_empty=False,
     )
     if app.conf.id != "lustrax-heat":  # the changelog names in schemas/topics.py depend on it
         raise RuntimeError(f"unexpected Faust app id {app.conf.id}")
@@ -84,18 +88,30 @@ def create_heat_app(settings: Settings) -> faust.App:
 
     states, first_seen, liked, like_counts = (table(name) for name in HEAT_TABLES)
     rule = LikeBroadcastRule(settings.like_update_min_interval_s, settings.like_update_min_change)
+    checkpoint_after_s = settings.heat_checkpoint_interval_s
     dirty: set[str] = set()
     # Last broadcast per video (count, at): a best-effort feed, so it is kept in memory only; after
     # a restart the first change is broadcast again.
     broadcast: OrderedDict[str, tuple[int, float]] = OrderedDict()
     pending_likes: set[str] = set()
 
+    metrics = CollectorRegistry()
+    events_total = Counter("lustrax_heat_events", "Engagement events taken by the heat worker, by outcome",
+                           ["outcome"], registry=metrics)
+    applied_total, ignored_total, dead_total = (events_total.labels(outcome) for outcome in
+                                                ("applied", "duplicate_or_late", "dead_letter"))
+    # Produce time (the Kafka record timestamp) to the event's effect being in the worker's state:
+    # the processing lag. Scores reflect it from the next emit, every LUSTRAX_HEAT_EMIT_INTERVAL_S.
+    event_lag = Histogram("lustrax_heat_event_lag_seconds", "Kafka record timestamp to applied in the heat state",
+                          buckets=LAG_BUCKETS_S, registry=metrics)
+    expose_metrics(app, metrics)
+
     async def maybe_broadcast(video_id: str, count: int) -> None:
         last_count, last_at = broadcast.get(video_id, (None, None))
         now = time.monotonic()
         if decide(rule, last_count, last_at, count, now):
-            await send_event(like_updates, "LikeUpdate", like_update_record(video_id, count,
-                                                                            like_delta(last_count, count)))
+            await send_events(like_updates, "LikeUpdate", [like_update_record(video_id, count,
+                                                                              like_delta(last_count, count))])
             broadcast[video_id] = (count, now)
             broadcast.move_to_end(video_id)
             while len(broadcast) > MAX_BROADCAST_MEMORY:
@@ -119,11 +135,13 @@ def create_heat_app(settings: Settings) -> faust.App:
         await maybe_broadcast(video_id, count)
 
     # The hot per-video states live in memory and reach the table (RocksDB + changelog) at most once
-    # per FLUSH_AFTER_S per video: writing the whole state on every event made the changelog the
-    # bottleneck. Events are acked by hand only after their video's state was written, so committed
-    # offsets never pass a change that is only in memory: a crash replays those events (the state's
-    # event-id memory makes the replay harmless). A rebalance drops memory and pending events alike.
+    # per checkpoint interval per video: writing the whole state on every event made the changelog
+    # the bottleneck. Events are acked by hand only after their video's state was written, so
+    # committed offsets never pass a change that is only in memory: a crash replays those events
+    # (the state's event-id memory makes the replay harmless). A rebalance drops memory and pending
+    # events alike.
     cache: OrderedDict[str, Any] = OrderedDict()  # least recently used first, at most MAX_CACHED_STATES
+    first_at: dict[str, int] = {}  # `first_seen` of the cached videos, read once from the table
     pending: dict[str, list[Any]] = {}  # video -> events applied in memory, not yet acked
     pending_since: dict[str, float] = {}
     streams: list[faust.StreamT] = []  # the agent's manual-ack stream
@@ -131,6 +149,7 @@ def create_heat_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def forget_memory(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         cache.clear()
+        first_at.clear()
         pending.clear()
         pending_since.clear()
 
@@ -161,6 +180,7 @@ def create_heat_app(settings: Settings) -> faust.App:
             except SchemaError as exc:
                 await dead_letter(app, message, CONSUMER, f"undecodable engagement event: {exc}")
                 await manual.ack(message_event)
+                dead_total.inc()
                 continue
             try:
                 video_id = await apply_event(schema, record)
@@ -168,19 +188,24 @@ def create_heat_app(settings: Settings) -> faust.App:
                 log.exception("unexpected error on %s", record.get("video_id"))
                 await dead_letter(app, message, CONSUMER, f"unexpected {type(exc).__name__}: {exc}")
                 await manual.ack(message_event)
+                dead_total.inc()
                 continue
+            if message.timestamp:
+                event_lag.observe(max(0.0, time.time() - message.timestamp))
             if video_id is None:
                 await manual.ack(message_event)  # a duplicate or too late: nothing to keep
+                ignored_total.inc()
                 continue
+            applied_total.inc()
             pending.setdefault(video_id, []).append(message_event)
             since = pending_since.setdefault(video_id, time.monotonic())
-            if time.monotonic() - since >= FLUSH_AFTER_S:
+            if time.monotonic() - since >= checkpoint_after_s:
                 await flush(video_id, cache[video_id])
 
-    @app.timer(interval=FLUSH_AFTER_S / 2)
-    async def flush_quiet_videos() -> None:
+    @app.timer(interval=checkpoint_after_s / 2)
+    async def checkpoint_quiet_videos() -> None:
         now = time.monotonic()
-        for video_id in [v for v, since in pending_since.items() if now - since >= FLUSH_AFTER_S]:
+        for video_id in [v for v, since in pending_since.items() if now - since >= checkpoint_after_s]:
             if video_id in cache:
                 await flush(video_id, cache[video_id])
 
@@ -191,8 +216,12 @@ def create_heat_app(settings: Settings) -> faust.App:
         if state is None:
             state = states.get(video_id) or new_video_state()
             cache[video_id] = state
+            first = first_seen.get(video_id)
+            if first is not None:
+                first_at[video_id] = first
             if len(cache) > MAX_CACHED_STATES:
                 evicted, evicted_state = cache.popitem(last=False)
+                first_at.pop(evicted, None)
                 await flush(evicted, evicted_state)  # write it before memory lets go of it
         else:
             cache.move_to_end(video_id)
@@ -209,8 +238,8 @@ def create_heat_app(settings: Settings) -> faust.App:
             await count_like(record, at_ms)
         if not applied:
             return None
-        if first_seen.get(video_id) is None or at_ms < first_seen[video_id]:
-            first_seen[video_id] = at_ms
+        if video_id not in first_at or at_ms < first_at[video_id]:
+            first_at[video_id] = first_seen[video_id] = at_ms
         dirty.add(video_id)
         return video_id
 
@@ -219,15 +248,17 @@ def create_heat_app(settings: Settings) -> faust.App:
         now_ms = int(time.time() * 1000)
         changed = list(dirty)
         dirty.clear()
+        records = []
         for video_id in changed:
             state = cache.get(video_id) or states.get(video_id)
             if state is None:
                 continue
-            age_s = max(0.0, (now_ms - (first_seen.get(video_id) or now_ms)) / 1000)
-            for window, window_ms in WINDOWS.items():
-                stats = window_stats(state, window_ms, now_ms)
+            first = first_at.get(video_id) or first_seen.get(video_id) or now_ms
+            age_s = max(0.0, (now_ms - first) / 1000)
+            for window, stats in zip(WINDOWS, windows_stats(state, list(WINDOWS.values()), now_ms), strict=True):
                 score = heat_score(stats, age_s=age_s, half_life_s=settings.heat_half_life_s)
-                await send_event(heat_scores, "HeatScoreUpdated", heat_record(video_id, window, now_ms, score, stats))
+                records.append(heat_record(video_id, window, now_ms, score, stats))
+        await send_events(heat_scores, "HeatScoreUpdated", records)
         for video_id in list(pending_likes):
             await maybe_broadcast(video_id, like_counts.get(video_id) or 0)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict
 
@@ -135,7 +135,13 @@ def apply_like(state: VideoState, *, event_id: str, user_id: str, like: bool, at
 
 
 def window_stats(state: VideoState, window_ms: int, now_ms: int) -> WindowStats:
-    """Statistics over [now_ms - window_ms, now_ms) (window_end exclusive, as in HeatScoreUpdated).
+    """Statistics over [now_ms - window_ms, now_ms); see `windows_stats`."""
+    return windows_stats(state, (window_ms,), now_ms)[0]
+
+
+def windows_stats(state: VideoState, windows_ms: Sequence[int], now_ms: int) -> list[WindowStats]:
+    """Statistics over [now_ms - window_ms, now_ms) for each window (window_end exclusive, as in
+    HeatScoreUpdated), in one pass over the state.
 
     A session belongs to the window when its span, first to last event, overlaps it. Folded data
     counts when its bucket starts inside the window. When some sessions of the window were folded,
@@ -143,47 +149,57 @@ def window_stats(state: VideoState, window_ms: int, now_ms: int) -> WindowStats:
     during the window (their sessions are all there): unique viewers = sampled viewers * 2**level,
     kept between the viewers still known and the number of sessions.
     """
-    if not 0 < window_ms <= MAX_WINDOW_MS:
-        raise ValueError(f"window_ms must be in (0, {MAX_WINDOW_MS}], got {window_ms}")
-    start = now_ms - window_ms
-    views = completed = 0
-    watched = 0.0
-    sessions_per_user: Counter[str] = Counter()
+    for window_ms in windows_ms:
+        if not 0 < window_ms <= MAX_WINDOW_MS:
+            raise ValueError(f"window_ms must be in (0, {MAX_WINDOW_MS}], got {window_ms}")
+    starts = [now_ms - window_ms for window_ms in windows_ms]
+    n = len(starts)
+    views, completed, watched = [0] * n, [0] * n, [0.0] * n
+    sessions_per_user: list[Counter[str]] = [Counter() for _ in range(n)]
     for user_id, sessions in state["viewers"].items():
         for session in sessions.values():
-            views += sum(1 for at in session[_VIEWS] if start <= at < now_ms)
-            if session[_FIRST] < now_ms and session[_LAST] >= start:
-                sessions_per_user[user_id] += 1
-                completed += _completed(session)
-                watched += _watched_fraction(session)
-    net_likes = sum(sign for record in state["likes"].values()
-                    for at, sign in _changes(record) if start <= at < now_ms)
-    folded_sessions = 0
-    for key, bucket in state["folded"].items():
-        if start <= int(key) < now_ms:
-            folded_sessions += bucket[_F_SESSIONS]
-            completed += bucket[_F_COMPLETED]
-            watched += bucket[_F_FRACTION]
-            views += bucket[_F_VIEWS]
-            net_likes += bucket[_F_LIKES]
-    sessions = sum(sessions_per_user.values()) + folded_sessions
-    known_viewers = len(sessions_per_user)
-    unique_viewers, rewatch_rate = known_viewers, _rewatch_rate(sessions_per_user)
-    if folded_sessions:
-        level = max([state["level"], *(level for until, level in state["levels"] if until > start)])
-        sample = {user: n for user, n in sessions_per_user.items() if _sampled(user, level)}
-        if sample:  # else (a high level, a short window) the known viewers are the best guess
-            unique_viewers = min(sessions, max(known_viewers, len(sample) * 2 ** level))
-            rewatch_rate = _rewatch_rate(sample)
-    return WindowStats(
-        views=views,
-        unique_viewers=unique_viewers,
-        sessions=sessions,
-        net_likes=net_likes,
-        completion_rate=completed / sessions if sessions else 0.0,
-        avg_watched_fraction=watched / sessions if sessions else 0.0,
-        rewatch_rate=rewatch_rate,
-    )
+            first, last, session_views = session[_FIRST], session[_LAST], session[_VIEWS]
+            if first >= now_ms:
+                continue
+            done, fraction = _completed(session), _watched_fraction(session)
+            for i, start in enumerate(starts):
+                views[i] += sum(1 for at in session_views if start <= at < now_ms)
+                if last >= start:
+                    sessions_per_user[i][user_id] += 1
+                    completed[i] += done
+                    watched[i] += fraction
+    changes = [change for record in state["likes"].values() for change in _changes(record)]
+    results = []
+    for i, start in enumerate(starts):
+        net_likes = sum(sign for at, sign in changes if start <= at < now_ms)
+        folded_sessions = 0
+        for key, bucket in state["folded"].items():
+            if start <= int(key) < now_ms:
+                folded_sessions += bucket[_F_SESSIONS]
+                completed[i] += bucket[_F_COMPLETED]
+                watched[i] += bucket[_F_FRACTION]
+                views[i] += bucket[_F_VIEWS]
+                net_likes += bucket[_F_LIKES]
+        per_user = sessions_per_user[i]
+        sessions = sum(per_user.values()) + folded_sessions
+        known_viewers = len(per_user)
+        unique_viewers, rewatch_rate = known_viewers, _rewatch_rate(per_user)
+        if folded_sessions:
+            level = max([state["level"], *(level for until, level in state["levels"] if until > start)])
+            sample = {user: count for user, count in per_user.items() if _sampled(user, level)}
+            if sample:  # else (a high level, a short window) the known viewers are the best guess
+                unique_viewers = min(sessions, max(known_viewers, len(sample) * 2 ** level))
+                rewatch_rate = _rewatch_rate(sample)
+        results.append(WindowStats(
+            views=views[i],
+            unique_viewers=unique_viewers,
+            sessions=sessions,
+            net_likes=net_likes,
+            completion_rate=completed[i] / sessions if sessions else 0.0,
+            avg_watched_fraction=watched[i] / sessions if sessions else 0.0,
+            rewatch_rate=rewatch_rate,
+        ))
+    return results
 
 
 def _rewatch_rate(sessions_per_user: Mapping[str, int]) -> float:

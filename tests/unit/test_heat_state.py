@@ -29,6 +29,7 @@ from processors.heat_score.state import (
     apply_view,
     new_video_state,
     window_stats,
+    windows_stats,
 )
 
 MIN = 60_000
@@ -105,6 +106,14 @@ def test_the_worked_example_of_the_doc() -> None:
     assert applied.count(False) == 1 and applied[6] is False  # only the redelivered view
     assert_stats(window_stats(state, HOUR, T), WORKED_1H)
     assert_stats(window_stats(state, MAX_WINDOW_MS, T), WORKED_24H)
+
+
+def test_several_windows_in_one_pass_are_each_their_own() -> None:
+    state, _ = feed(WORKED_EXAMPLE, roundtrip=True)
+    one_hour, one_day = windows_stats(state, (HOUR, MAX_WINDOW_MS), T)
+    assert_stats(one_hour, WORKED_1H)
+    assert_stats(one_day, WORKED_24H)
+    assert windows_stats(state, (MAX_WINDOW_MS, HOUR), T) == [one_day, one_hour]
 
 
 def test_an_empty_window_is_all_zero() -> None:

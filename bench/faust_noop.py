@@ -1,0 +1,50 @@
+"""A Faust agent that only counts: the framework's own ceiling on this machine, for bench/heat.
+
+    .venv/bin/python -m bench.faust_noop BOOTSTRAP N
+
+Consumes the engagement topics from the start with the project's transport, and prints
+`noop events/s X`: from the first event taken to the N-th.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+
+import faust
+
+from processors.faust_transport import Transport
+from schemas.topics import TOPIC_BY_SCHEMA
+
+ENGAGEMENT = ("VideoView", "WatchTick", "VideoLike")
+
+
+def main() -> None:
+    bootstrap, expected = sys.argv[1], int(sys.argv[2])
+    app = faust.App(f"bench-noop-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}", web_enabled=False,
+                    consumer_auto_offset_reset="earliest", topic_disable_leader=True,
+                    datadir=tempfile.mkdtemp(prefix="bench-noop-"))
+    app.transport = Transport(app.conf.broker_consumer, app)
+    topic = app.topic(*(TOPIC_BY_SCHEMA[s].name for s in ENGAGEMENT), key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw")
+    taken, started = 0, 0.0
+
+    @app.agent(topic)
+    async def count(stream: faust.StreamT) -> None:
+        nonlocal taken, started
+        async for _ in stream.events():
+            started = started or time.perf_counter()
+            taken += 1
+            if taken >= expected:
+                print(f"noop events/s {expected / (time.perf_counter() - started):.0f}", flush=True)
+                os._exit(0)  # the figure is out: no graceful Faust shutdown needed
+
+    sys.argv[1:] = ["worker", "--loglevel", "warn", "--without-web"]
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

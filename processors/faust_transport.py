@@ -1,0 +1,79 @@
+"""Faust's Kafka transport with a cheaper hand-off from the fetch loop to the streams.
+
+Faust's fetch loop hands every message to the streams with
+`wait_first(deliver(message), suspend_flow.wait())`: the delivery races a rebalance, so that a
+delivery blocked on a full stream buffer is abandoned when the partitions are about to move. That
+race costs four tasks and one event-loop turn per message; on the 2-core reference machine it
+halves what a Faust agent can consume (bench/heat measured 5.5k against 11.9k messages/s for an
+agent that only counts). Nearly every delivery completes without waiting, so the consumer here
+runs the delivery directly up to its first suspension, and only a delivery that has to wait goes
+into Faust's race. Behaviour is otherwise Faust's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from mode.services import WaitResults
+
+
+class _Resumed:
+    """Awaitable that carries on with a coroutine already run up to its first suspension."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], suspended_on: Any) -> None:
+        self._coroutine = coroutine
+        self._suspended_on = suspended_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, value = self._coroutine, self._suspended_on
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - cancellation and errors go to the coroutine
+                try:
+                    value = coroutine.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coroutine.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _await(awaitable: _Resumed) -> Any:
+    return await awaitable
+
+
+def _is_wait_on(coroutine: object, event: asyncio.Event) -> bool:
+    """Whether `coroutine` is a not yet started `event.wait()`."""
+    frame = getattr(coroutine, "cr_frame", None)
+    return asyncio.iscoroutine(coroutine) and frame is not None and frame.f_locals.get("self") is event
+
+
+class DirectDeliveryConsumer(aiokafka_driver.Consumer):
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        if not (len(coros) == 2 and timeout is None and asyncio.iscoroutine(coros[0])
+                and _is_wait_on(coros[1], self.suspend_flow)) or self.suspend_flow.is_set():
+            return await super().wait_first(*coros, timeout=timeout)
+        delivery, flow_suspended = coros
+        try:
+            suspended_on = delivery.send(None)
+        except StopIteration as done:
+            flow_suspended.close()  # never started: nothing to cancel
+            return WaitResults([delivery], [done.value], False)
+        except BaseException:
+            flow_suspended.close()
+            raise
+        # The delivery has to wait (a full buffer, flow control): race it against a rebalance.
+        return await super().wait_first(_await(_Resumed(delivery, suspended_on)), flow_suspended)
+
+
+class Transport(aiokafka_driver.Transport):
+    Consumer = DirectDeliveryConsumer

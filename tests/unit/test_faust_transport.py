@@ -1,0 +1,108 @@
+"""The consumer's direct hand-off: what it does when a delivery completes, waits, fails or races a
+rebalance (processors/faust_transport.py). No broker: the consumer is built but never started."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+import pytest
+
+from processors.faust_transport import DirectDeliveryConsumer, Transport
+
+
+def run_with_consumer(main: Callable[[DirectDeliveryConsumer], Awaitable[Any]]) -> Any:
+    """Run `main` on a new loop with a consumer made on that loop (as in a worker)."""
+    async def bound() -> Any:
+        app = faust.App("transport-test", broker="kafka://127.0.0.1:1", web_enabled=False)
+        app.transport = Transport(app.conf.broker_consumer, app)
+        assert isinstance(app.consumer, DirectDeliveryConsumer)
+        return await main(app.consumer)
+    return asyncio.run(bound())
+
+
+def test_a_delivery_that_does_not_wait_runs_inline() -> None:
+    delivered: list[str] = []
+
+    async def deliver() -> str:
+        delivered.append("m")
+        return "ok"
+
+    async def main(consumer: DirectDeliveryConsumer) -> None:
+        tasks_before = len(asyncio.all_tasks())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an un-awaited coroutine would warn
+            results = await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
+        assert results.results == ["ok"] and not results.stopped
+        assert len(asyncio.all_tasks()) == tasks_before  # no task was made for it
+
+    run_with_consumer(main)
+    assert delivered == ["m"]
+
+
+def test_a_delivery_that_waits_completes_with_its_result() -> None:
+    async def main(consumer: DirectDeliveryConsumer) -> None:
+        gate = asyncio.Event()
+
+        async def deliver() -> str:
+            await gate.wait()  # a full stream buffer
+            return "late"
+
+        asyncio.get_running_loop().call_later(0.05, gate.set)
+        results = await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
+        assert results.results == ["late"] and not results.stopped
+
+    run_with_consumer(main)
+
+
+def test_a_waiting_delivery_is_abandoned_when_the_flow_is_suspended() -> None:
+    cancelled: list[bool] = []
+
+    async def main(consumer: DirectDeliveryConsumer) -> None:
+        async def deliver() -> None:
+            try:
+                await asyncio.Event().wait()  # never has room
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+        asyncio.get_running_loop().call_later(0.05, consumer.suspend_flow.set)  # a rebalance starts
+        flow_suspended = consumer.suspend_flow.wait()
+        results = await asyncio.wait_for(consumer.wait_first(deliver(), flow_suspended), 5)
+        assert results.done == [flow_suspended]
+        await asyncio.sleep(0)
+
+    run_with_consumer(main)
+    assert cancelled == [True]
+
+
+def test_a_failing_delivery_raises() -> None:
+    async def deliver() -> None:
+        raise ValueError("undecodable")
+
+    async def main(consumer: DirectDeliveryConsumer) -> None:
+        await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
+
+    with pytest.raises(ValueError, match="undecodable"):
+        run_with_consumer(main)
+
+
+def test_with_the_flow_already_suspended_nothing_is_delivered() -> None:
+    delivered: list[str] = []
+
+    async def deliver() -> None:
+        await asyncio.sleep(0.2)
+        delivered.append("m")
+
+    async def main(consumer: DirectDeliveryConsumer) -> None:
+        consumer.suspend_flow.set()
+        flow_suspended = consumer.suspend_flow.wait()
+        results = await consumer.wait_first(deliver(), flow_suspended)
+        assert results.done == [flow_suspended]
+        await asyncio.sleep(0.3)
+
+    run_with_consumer(main)
+    assert delivered == []
