@@ -15,6 +15,7 @@ by the per-video interval goes out from the timer once the interval has passed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -42,6 +43,7 @@ PRODUCER_NAME = "heat-score"
 ENGAGEMENT = ("VideoView", "VideoLike", "WatchTick")
 MAX_BROADCAST_MEMORY = 100_000
 MAX_CACHED_STATES = 10_000
+YIELD_EVERY = 20  # videos scored or written between turns of the event loop
 LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -205,7 +207,9 @@ def create_heat_app(settings: Settings) -> faust.App:
     @app.timer(interval=checkpoint_after_s / 2)
     async def checkpoint_quiet_videos() -> None:
         now = time.monotonic()
-        for video_id in [v for v, since in pending_since.items() if now - since >= checkpoint_after_s]:
+        for n, video_id in enumerate([v for v, since in pending_since.items() if now - since >= checkpoint_after_s]):
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let the stream run between writes (a burst stalls it)
             if video_id in cache:
                 await flush(video_id, cache[video_id])
 
@@ -249,7 +253,9 @@ def create_heat_app(settings: Settings) -> faust.App:
         changed = list(dirty)
         dirty.clear()
         records = []
-        for video_id in changed:
+        for n, video_id in enumerate(changed):
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # scoring walks whole states: let the stream run in between
             state = cache.get(video_id) or states.get(video_id)
             if state is None:
                 continue

@@ -63,6 +63,13 @@ def _uncommitted(settings: Settings, group: str = "lustrax-heat") -> int:
         consumer.close()
 
 
+def _wait_committed(settings: Settings) -> None:
+    deadline = time.monotonic() + 30  # checkpointed, hence acked, hence committed
+    while _uncommitted(settings) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _uncommitted(settings) == 0
+
+
 def _events_taken(settings: Settings) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{settings.heat_web_port}/metrics", timeout=10) as response:
         text = response.read().decode()
@@ -77,16 +84,14 @@ def test_state_survives_a_worker_restart(stack: Settings, sink: Any) -> None:
     with running_service(settings, "heat", settings.heat_web_port):
         _send(settings, [_view(video_id, f"u{i}", now - timedelta(seconds=30 - i)) for i in range(3)])
         assert _wait_for_viewers(sink, video_id, 3) == (3, 3)
-        deadline = time.monotonic() + 30  # checkpointed, hence acked, hence committed
-        while _uncommitted(settings) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert _uncommitted(settings) == 0
+        _wait_committed(settings)
     # A new process that replays nothing: what it knows of the first three viewers comes from its
     # table's changelog.
     with running_service(settings, "heat", settings.heat_web_port):
         _send(settings, [_view(video_id, "u3", now)])
         assert _wait_for_viewers(sink, video_id, 4) == (4, 4)
         assert _events_taken(settings) == 1
+        _wait_committed(settings)  # leave nothing for the next test's worker to replay
 
 
 def test_a_crash_between_checkpoints_loses_nothing(stack: Settings, sink: Any) -> None:
@@ -101,7 +106,9 @@ def test_a_crash_between_checkpoints_loses_nothing(stack: Settings, sink: Any) -
         worker.process.popen.wait(timeout=10)
     # The three views were never committed: the new process takes them again, then the fourth. It
     # joins once the group has given up on the killed member (the session timeout, up to 60 s).
+    settings = settings.model_copy(update={"heat_checkpoint_interval_s": 0.5})
     with running_service(settings, "heat", settings.heat_web_port):
         _send(settings, [_view(video_id, "u3", now)])
         assert _wait_for_viewers(sink, video_id, 4, timeout_s=150) == (4, 4)
         assert _events_taken(settings) >= 4
+        _wait_committed(settings)  # leave nothing for the next test's worker to replay
