@@ -16,10 +16,9 @@ import uuid
 
 import faust
 
+from bench.heat import ENGAGEMENT
 from processors.faust_transport import Transport
 from schemas.topics import TOPIC_BY_SCHEMA
-
-ENGAGEMENT = ("VideoView", "WatchTick", "VideoLike")
 
 
 def main() -> None:

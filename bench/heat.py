@@ -37,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from fastavro import schemaless_reader
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.clickhouse.client import clickhouse_client
 from infra.clickhouse.migrate import migrate
@@ -128,13 +129,14 @@ def worker_metrics(port: int) -> str:
 
 
 def events_taken(metrics: str) -> int:
-    return int(sum(float(v) for v in re.findall(r"^lustrax_heat_events_total\{[^}]*\} (\S+)", metrics, re.M)))
+    return int(sum(sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
+                   if sample.name == "lustrax_heat_events_total"))
 
 
 def lag_buckets(metrics: str) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) of the worker's lag histogram."""
-    return [(float(le), float(count)) for le, count in
-            re.findall(r'^lustrax_heat_event_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', metrics, re.M)]
+    return [(float(sample.labels["le"]), sample.value) for family in text_string_to_metric_families(metrics)
+            for sample in family.samples if sample.name == "lustrax_heat_event_lag_seconds_bucket"]
 
 
 def bucket_quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:

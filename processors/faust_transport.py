@@ -47,10 +47,6 @@ class _Resumed:
                     return stop.value
 
 
-async def _await(awaitable: _Resumed) -> Any:
-    return await awaitable
-
-
 def _is_wait_on(coroutine: object, event: asyncio.Event) -> bool:
     """Whether `coroutine` is a not yet started `event.wait()`."""
     frame = getattr(coroutine, "cr_frame", None)
@@ -72,7 +68,7 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
             flow_suspended.close()
             raise
         # The delivery has to wait (a full buffer, flow control): race it against a rebalance.
-        return await super().wait_first(_await(_Resumed(delivery, suspended_on)), flow_suspended)
+        return await super().wait_first(_Resumed(delivery, suspended_on), flow_suspended)
 
 
 class Transport(aiokafka_driver.Transport):

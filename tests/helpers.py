@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from lustrax.process import free_port
 
@@ -82,3 +85,17 @@ def running_service(settings: Any, name: str, port: int) -> Iterator[Any]:
     finally:
         assert service.process is not None
         service.process.stop()
+
+
+def heat_worker_counts(settings: Any) -> dict[str, float]:
+    """The heat worker's /metrics: events by outcome, and how many lag observations."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.heat_web_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "lustrax_heat_events_total":
+                counts[sample.labels["outcome"]] += sample.value
+            elif sample.name == "lustrax_heat_event_lag_seconds_count":
+                counts["lag_observed"] += sample.value
+    return counts

@@ -21,6 +21,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ from faust.streams import _current_event  # the event whose partition a table wr
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from lustrax.settings import Settings
-from processors.app import dead_letter, expose_metrics, faust_app, raw_topic, send_events
+from processors.app import dead_letter, expose_metrics, faust_app, raw_topic, send_event, send_events
 from processors.heat_score.like_rule import LikeBroadcastRule, decide, like_delta
 from processors.heat_score.score import WINDOWS, heat_score
 from processors.heat_score.state import apply_like, apply_tick, apply_view, new_video_state, windows_stats
@@ -45,6 +46,15 @@ MAX_BROADCAST_MEMORY = 100_000
 MAX_CACHED_STATES = 10_000
 YIELD_EVERY = 20  # videos scored or written between turns of the event loop
 LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+async def taking_turns(video_ids: list[str]) -> AsyncIterator[str]:
+    """The ids, with a turn of the event loop every YIELD_EVERY: scoring and writing whole states
+    in one burst would stall the stream for as long."""
+    for n, video_id in enumerate(video_ids):
+        if n and n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        yield video_id
 
 
 def _ms(value: datetime) -> int:
@@ -112,8 +122,8 @@ def create_heat_app(settings: Settings) -> faust.App:
         last_count, last_at = broadcast.get(video_id, (None, None))
         now = time.monotonic()
         if decide(rule, last_count, last_at, count, now):
-            await send_events(like_updates, "LikeUpdate", [like_update_record(video_id, count,
-                                                                              like_delta(last_count, count))])
+            await send_event(like_updates, "LikeUpdate", like_update_record(video_id, count,
+                                                                            like_delta(last_count, count)))
             broadcast[video_id] = (count, now)
             broadcast.move_to_end(video_id)
             while len(broadcast) > MAX_BROADCAST_MEMORY:
@@ -207,9 +217,8 @@ def create_heat_app(settings: Settings) -> faust.App:
     @app.timer(interval=checkpoint_after_s / 2)
     async def checkpoint_quiet_videos() -> None:
         now = time.monotonic()
-        for n, video_id in enumerate([v for v, since in pending_since.items() if now - since >= checkpoint_after_s]):
-            if n % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # let the stream run between writes (a burst stalls it)
+        due = [video_id for video_id, since in pending_since.items() if now - since >= checkpoint_after_s]
+        async for video_id in taking_turns(due):
             if video_id in cache:
                 await flush(video_id, cache[video_id])
 
@@ -253,9 +262,7 @@ def create_heat_app(settings: Settings) -> faust.App:
         changed = list(dirty)
         dirty.clear()
         records = []
-        for n, video_id in enumerate(changed):
-            if n % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # scoring walks whole states: let the stream run in between
+        async for video_id in taking_turns(changed):
             state = cache.get(video_id) or states.get(video_id)
             if state is None:
                 continue

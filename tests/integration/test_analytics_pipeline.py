@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from prometheus_client.parser import text_string_to_metric_families
 
 from lustrax.process import free_port
 from lustrax.settings import Settings
@@ -25,7 +23,7 @@ from processors.heat_score.state import WindowStats
 from processors.sink.sink import ClickHouseSink
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import records_on, running_service
+from tests.helpers import heat_worker_counts, records_on, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -110,20 +108,6 @@ def _produce(settings: Settings, events: list[tuple[str, dict[str, Any]]]) -> No
     assert producer.flush(30) == 0
 
 
-def _worker_counts(settings: Settings) -> dict[str, float]:
-    """The heat worker's /metrics: events by outcome, and how many lag observations."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.heat_web_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    counts: dict[str, float] = defaultdict(float)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "lustrax_heat_events_total":
-                counts[sample.labels["outcome"]] += sample.value
-            elif sample.name == "lustrax_heat_event_lag_seconds_count":
-                counts["lag_observed"] += sample.value
-    return counts
-
-
 def _query(sink: ClickHouseSink, sql: str, **parameters: Any) -> list[tuple[Any, ...]]:
     with sink.lock:
         return sink.client.query(sql.replace("{db}", sink.database), parameters=parameters).result_rows
@@ -134,7 +118,7 @@ def test_clickhouse_answers_what_the_stream_adds_up_to(heat_worker: Settings, si
     now = datetime.now(UTC)
     events, expected = build_stream(run, now)
     duplicates = random.Random(1).sample(events, len(events) // 4)  # at-least-once: a quarter twice
-    counts_before = _worker_counts(heat_worker)
+    counts_before = heat_worker_counts(heat_worker)
     _produce(heat_worker, events + duplicates)
     videos = expected["videos"]
 
@@ -203,7 +187,7 @@ def test_clickhouse_answers_what_the_stream_adds_up_to(heat_worker: Settings, si
     # The worker's metrics account for every delivery: applied, or recognised as a repeat.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        counts = _worker_counts(heat_worker)
+        counts = heat_worker_counts(heat_worker)
         taken = sum(counts[k] - counts_before[k] for k in ("applied", "duplicate_or_late"))
         if taken >= len(events) + len(duplicates):
             break

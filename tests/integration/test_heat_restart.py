@@ -6,20 +6,18 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from lustrax.process import free_port
 from lustrax.settings import Settings
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import running_service
+from tests.helpers import heat_worker_counts, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -71,10 +69,8 @@ def _wait_committed(settings: Settings) -> None:
 
 
 def _events_taken(settings: Settings) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.heat_web_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == "lustrax_heat_events_total")
+    counts = heat_worker_counts(settings)
+    return counts["applied"] + counts["duplicate_or_late"] + counts["dead_letter"]
 
 
 def test_state_survives_a_worker_restart(stack: Settings, sink: Any) -> None:
