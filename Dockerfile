@@ -3,6 +3,7 @@ FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 lustrax
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY lustrax ./lustrax
 COPY schemas ./schemas
 COPY producers ./producers

@@ -41,9 +41,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.clickhouse.client import clickhouse_client
 from infra.clickhouse.migrate import migrate
-from lustrax.process import free_port
+from common.process import free_port
 from lustrax.services import PROJECT_SERVICES, ServiceProcess
-from lustrax.settings import load_settings
+from common.settings import load_settings
 from lustrax.stack import LocalStack
 from processors.sink.rows import TABLE_OF_SCHEMA
 from processors.sink.sink import GROUP_ID as SINK_GROUP

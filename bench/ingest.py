@@ -41,12 +41,12 @@ from fastavro import schemaless_writer
 
 from bench import percentile
 from infra.tools import require_tool, run_logged
-from lustrax.process import ManagedProcess, free_port
+from common.process import ManagedProcess, free_port
 from lustrax.services import http_ok, settings_env
-from lustrax.settings import Settings, load_settings
+from common.settings import Settings, load_settings
 from lustrax.stack import LocalStack
-from producers.auth import issue_token
-from producers.kafka_producer import producer_config
+from common.tokens import issue_token
+from infra.kafka.producer import producer_config
 from schemas.codec import MAGIC
 from schemas.registry import fingerprint, schema_for
 from schemas.topics import TOPIC_BY_SCHEMA

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import processors.transcode.job as job
-from lustrax.settings import load_settings
+from common.settings import load_settings
 from processors.transcode.ffmpeg.binary import ffmpeg_binary
 from processors.transcode.ffmpeg.commands import (
     POSTER,

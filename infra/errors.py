@@ -1,6 +1,6 @@
 """Errors raised while installing or preparing infrastructure."""
 
-from lustrax.errors import ComponentError
+from common.errors import ComponentError
 
 
 class InstallError(ComponentError):

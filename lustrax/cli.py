@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from lustrax.errors import ComponentError, LustraxError
-from lustrax.process import pid_alive, tail
-from lustrax.settings import Settings, load_settings
+from common.errors import ComponentError, LustraxError
+from common.process import pid_alive, tail
+from common.settings import Settings, load_settings
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -162,7 +162,7 @@ def cmd_retranscode(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    from producers.auth import issue_token
+    from common.tokens import issue_token
 
     roles = ("admin",) if args.admin else ("service",) if args.service else ()
     print(issue_token(settings.jwt_signing_secret, args.user, roles, args.ttl))
@@ -172,7 +172,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
-    from producers.auth import issue_token
+    from common.tokens import issue_token
     from producers.simulate import simulate
 
     token = issue_token(settings.jwt_signing_secret, "simulator", ("service",), int(args.duration) + 3600)

@@ -8,7 +8,7 @@ from infra.clickhouse.client import clickhouse_client
 from infra.clickhouse.migrate import migrate
 from infra.kafka.topics import ensure_topics
 from infra.s3.buckets import ensure_buckets
-from lustrax.settings import Settings
+from common.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from lustrax.process import ManagedProcess
-from lustrax.settings import ENV_PREFIX, Settings
+from common.process import ManagedProcess
+from common.settings import ENV_PREFIX, Settings
 
 # Infrastructure the project relies on: compose service name -> what it is.
 INFRASTRUCTURE: dict[str, str] = {

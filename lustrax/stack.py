@@ -17,11 +17,11 @@ from typing import Protocol
 from infra.clickhouse.client import clickhouse_client
 from infra.kafka.broker import KafkaBroker, broker_answers
 from infra.s3.server import VersityGateway, s3_answers
-from lustrax.errors import ComponentError, ConfigError
-from lustrax.process import ManagedProcess, pid_alive, port_is_free, stop_process_group
+from common.errors import ComponentError, ConfigError
+from common.process import ManagedProcess, pid_alive, port_is_free, stop_process_group
 from lustrax.provision import Endpoint, provision
 from lustrax.services import http_ok, local_services
-from lustrax.settings import LOOPBACK_HOSTS, Settings
+from common.settings import LOOPBACK_HOSTS, Settings
 
 
 class Component(Protocol):

@@ -17,7 +17,7 @@ import faust
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from lustrax.settings import Settings
+from common.settings import Settings
 from processors.faust_transport import Transport
 from schemas.codec import encode
 from schemas.topics import DEAD_LETTER_TOPIC

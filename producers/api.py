@@ -35,12 +35,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
 from infra.s3.buckets import s3_client
-from lustrax.settings import Settings
-from producers.auth import Principal, TokenVerifier, authorize_user
-from producers.errors import ApiError, BrokerUnavailable
+from common.settings import Settings
+from common.tokens import Principal, TokenVerifier, authorize_user
+from common.errors import ApiError, BrokerUnavailable
 from producers.events import (BATCH_ADAPTER, EVENT_ADAPTER, PRODUCER_NAME, LikeEvent, check_event_time,
                               parse_batch, parse_event, to_avro, validation_error)
-from producers.kafka_producer import AsyncProducer, OutgoingMessage, producer_config
+from infra.kafka.producer import AsyncProducer, OutgoingMessage, producer_config
 from producers.limits import RecentIds, TokenBucketLimiter
 from producers.uploads import UploadRequest, UploadService, source_key, uploaded_event_id
 from schemas.codec import encode

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, ValidationInfo,
                       field_validator)
 
-from producers.errors import ApiError
+from common.errors import ApiError
 from schemas.topics import TOPIC_BY_SCHEMA
 
 PRODUCER_NAME = "ingest-api"

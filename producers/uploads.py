@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from producers.errors import ApiError
+from common.errors import ApiError
 
 VIDEO_ID_PATTERN = re.compile(r"^[a-z2-7]{24}$")
 # Containers ffmpeg reads well and that browsers upload; the magic bytes are checked on completion.

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from lustrax.process import free_port
+from common.process import free_port
 from lustrax.provision import provision
-from lustrax.settings import Settings, load_settings
+from common.settings import Settings, load_settings
 
 
 def _docker_answers() -> bool:

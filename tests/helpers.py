@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from lustrax.process import free_port
+from common.process import free_port
 
 
 @contextmanager

@@ -16,9 +16,9 @@ import urllib.request
 from typing import Any
 
 from infra.clickhouse.client import clickhouse_client
-from lustrax.errors import LustraxError
-from lustrax.settings import Settings
-from producers.auth import issue_token
+from common.errors import LustraxError
+from common.settings import Settings
+from common.tokens import issue_token
 
 
 def format_table(columns: list[str], rows: list[list[Any]], max_width: int = 60) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from lustrax.settings import Settings
+from common.settings import Settings
 
 
 def clickhouse_client(settings: Settings) -> Client:

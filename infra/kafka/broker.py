@@ -11,8 +11,8 @@ from confluent_kafka.admin import AdminClient
 
 from infra.kafka.install import ensure_kafka_libs
 from infra.tools import require_tool, run_logged
-from lustrax.process import ManagedProcess
-from lustrax.settings import Settings
+from common.process import ManagedProcess
+from common.settings import Settings
 
 LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infra.tools import require_tool, run_logged
-from lustrax.settings import Settings
+from common.settings import Settings
 
 POM = Path(__file__).with_name("pom.xml")
 

@@ -8,7 +8,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from infra.kafka.broker import QUIET_LOGGER
-from lustrax.errors import ComponentError
+from common.errors import ComponentError
 from schemas.topics import DEAD_LETTER_TOPIC, STATE_TOPICS, TOPICS, TopicSpec
 
 

@@ -10,7 +10,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from lustrax.settings import Settings
+from common.settings import Settings
 
 
 @dataclass(frozen=True)

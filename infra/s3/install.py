@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from infra.tools import require_tool, run_logged
-from lustrax.settings import Settings
+from common.settings import Settings
 
 MODULE = "github.com/versity/versitygw/cmd/versitygw"
 

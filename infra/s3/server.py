@@ -7,8 +7,8 @@ import urllib.request
 from pathlib import Path
 
 from infra.s3.install import ensure_versitygw
-from lustrax.process import ManagedProcess
-from lustrax.settings import Settings
+from common.process import ManagedProcess
+from common.settings import Settings
 
 
 def versitygw_argv(binary: Path, host: str, port: int, access_key: str, data_dir: Path) -> list[str]:

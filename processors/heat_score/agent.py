@@ -29,7 +29,7 @@ import faust
 from faust.streams import _current_event  # the event whose partition a table write goes to
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from lustrax.settings import Settings
+from common.settings import Settings
 from processors.app import dead_letter, expose_metrics, faust_app, raw_topic, send_event, send_events
 from processors.heat_score.like_rule import LikeBroadcastRule, decide, like_delta
 from processors.heat_score.score import WINDOWS, heat_score

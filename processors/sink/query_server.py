@@ -18,8 +18,8 @@ from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
 
-from producers.auth import verify_token
-from producers.errors import ApiError
+from common.tokens import verify_token
+from common.errors import ApiError
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 10_000

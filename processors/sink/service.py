@@ -8,7 +8,7 @@ import threading
 from types import FrameType
 
 from infra.clickhouse.client import clickhouse_client
-from lustrax.settings import Settings
+from common.settings import Settings
 from processors.sink.query_server import start_query_server
 from processors.sink.sink import ClickHouseSink
 

@@ -22,7 +22,7 @@ from typing import Any
 import faust
 
 from infra.s3.buckets import s3_client
-from lustrax.settings import Settings
+from common.settings import Settings
 from processors.app import dead_letter, faust_app, raw_topic, send_event
 from processors.transcode.pipeline import (FinalTranscodeFailure, TranscodePipeline, failed_record, progress_record,
                                            run_with_retries)

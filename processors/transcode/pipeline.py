@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lustrax.settings import Settings
+from common.settings import Settings
 from processors.transcode.errors import SourceTooLargeError, TranscodeError, TransientTranscodeError
 from processors.transcode.ffmpeg.probe import probe
 from processors.transcode.job import LadderOutput, transcode_source

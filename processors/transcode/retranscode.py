@@ -9,10 +9,10 @@ from botocore.exceptions import ClientError
 from confluent_kafka import Producer
 
 from infra.s3.buckets import s3_client
-from lustrax.errors import LustraxError
-from lustrax.settings import Settings
+from common.errors import LustraxError
+from common.settings import Settings
 from processors.transcode.pipeline import TranscodePipeline
-from producers.kafka_producer import producer_config
+from infra.kafka.producer import producer_config
 from producers.uploads import VIDEO_ID_PATTERN, read_manifest, source_key
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from lustrax.process import free_port
-from lustrax.settings import Settings
+from common.process import free_port
+from common.settings import Settings
 from processors.heat_score.score import heat_score
 from processors.heat_score.state import WindowStats
 from processors.sink.sink import ClickHouseSink

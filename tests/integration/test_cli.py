@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from infra.clickhouse.migrate import load_migrations
-from lustrax.process import free_port
-from lustrax.settings import Settings
+from common.process import free_port
+from common.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from lustrax.process import free_port
-from lustrax.settings import Settings
+from common.process import free_port
+from common.settings import Settings
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
 from tests.helpers import heat_worker_counts, running_service

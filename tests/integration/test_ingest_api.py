@@ -13,8 +13,8 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from lustrax.settings import Settings
-from producers.auth import issue_token
+from common.settings import Settings
+from common.tokens import issue_token
 from producers.events import MAX_BATCH_EVENTS
 from schemas.codec import decode
 from schemas.errors import SchemaError

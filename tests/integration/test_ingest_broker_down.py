@@ -11,8 +11,8 @@ import pytest
 
 from infra.kafka.broker import KafkaBroker
 from infra.kafka.topics import ensure_topics
-from lustrax.process import free_port
-from lustrax.settings import Settings, load_settings
+from common.process import free_port
+from common.settings import Settings, load_settings
 from producers.api import create_app
 from schemas.topics import TOPIC_BY_SCHEMA
 from tests.helpers import served

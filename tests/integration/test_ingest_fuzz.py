@@ -9,8 +9,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from lustrax.settings import Settings
-from producers.auth import issue_token
+from common.settings import Settings
+from common.tokens import issue_token
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from infra.kafka.topics import all_topics, ensure_topics
-from lustrax.settings import Settings
+from common.settings import Settings
 
 pytestmark = pytest.mark.integration
 

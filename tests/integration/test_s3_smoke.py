@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from infra.s3.buckets import bucket_specs, ensure_buckets, s3_client
-from lustrax.settings import Settings
+from common.settings import Settings
 
 pytestmark = pytest.mark.integration
 

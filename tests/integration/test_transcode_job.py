@@ -24,7 +24,7 @@ import m3u8
 import pytest
 
 from infra.s3.buckets import s3_client
-from lustrax.settings import Settings
+from common.settings import Settings
 from processors.transcode.errors import (
     CorruptSourceError,
     SourceMissingError,

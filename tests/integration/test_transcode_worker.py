@@ -19,10 +19,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from infra.s3.buckets import s3_client
-from lustrax.process import free_port
-from lustrax.settings import Settings
+from common.process import free_port
+from common.settings import Settings
 from processors.transcode.retranscode import retranscode
-from producers.auth import issue_token
+from common.tokens import issue_token
 from schemas.codec import encode
 from schemas.topics import DEAD_LETTER_TOPIC, TOPIC_BY_SCHEMA
 from tests.helpers import records_on, running_service

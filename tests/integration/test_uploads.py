@@ -10,7 +10,7 @@ import httpx
 import imageio_ffmpeg
 import pytest
 
-from lustrax.settings import Settings
+from common.settings import Settings
 from schemas.topics import TOPIC_BY_SCHEMA
 from tests.integration.test_ingest_api import consume_ids, token
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from producers.auth import Principal, TokenVerifier, authorize_user, issue_token
-from producers.errors import ApiError
+from common.tokens import Principal, TokenVerifier, authorize_user, issue_token
+from common.errors import ApiError
 from producers.events import check_event_time, parse_batch, parse_event, parse_occurred_at, to_avro
 from producers.limits import RecentIds, TokenBucketLimiter
 from producers.uploads import VIDEO_ID_PATTERN, matches_container, new_video_id, source_key, uploaded_event_id

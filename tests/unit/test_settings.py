@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lustrax.errors import ConfigError
-from lustrax.settings import load_settings, split_host_port
+from common.errors import ConfigError
+from common.settings import load_settings, split_host_port
 
 
 def test_values_come_from_prefixed_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lustrax.errors import ConfigError
+from common.errors import ConfigError
 
 ENV_PREFIX = "LUSTRAX_"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from producers.errors import ApiError
+from common.errors import ApiError
 
 ALGORITHM = "HS256"
 PRIVILEGED_ROLES = frozenset({"admin", "service"})

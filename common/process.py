@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lustrax.errors import ComponentError
+from common.errors import ComponentError
 
 _PR_SET_PDEATHSIG = 1
 

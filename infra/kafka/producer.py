@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from producers.errors import BrokerUnavailable
+from common.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,27 @@
-"""Errors of the ingest API; each becomes the JSON error shape of API.md."""
+"""Errors every layer shares: the CLI's one-line errors and the client-visible API error.
+
+Each package with errors of its own keeps them in its own errors module (schemas, infra, transcode).
+"""
 
 from __future__ import annotations
+
+
+class LustraxError(Exception):
+    """Base of every error the CLI reports as one line instead of a traceback."""
+
+
+class ConfigError(LustraxError):
+    """A setting is missing or invalid."""
+
+
+class ComponentError(LustraxError):
+    """A stack component failed to install, start or answer; the message names it and its log."""
+
+    def __init__(self, component: str, message: str, log_path: object | None = None) -> None:
+        self.component = component
+        self.log_path = log_path
+        suffix = f" (log: {log_path})" if log_path else ""
+        super().__init__(f"{component}: {message}{suffix}")
 
 
 class ApiError(Exception):

@@ -1,0 +1,1 @@
+"""Leaves every layer may import: settings, errors, tokens, process handles. Imports nothing above."""
