@@ -40,6 +40,7 @@ from pathlib import Path
 
 import processors.transcode.job as job
 from common.settings import load_settings
+from infra.s3.layout import new_video_id
 from processors.transcode.ffmpeg.binary import ffmpeg_binary
 from processors.transcode.ffmpeg.commands import (
     POSTER,
@@ -197,13 +198,13 @@ def main() -> int:
         source = root / "source.mp4"
         print(f"generating a {args.seconds:g} s source under {root} ...", file=sys.stderr)
         make_source(ffmpeg, source, args.seconds)
-        info = probe(source)  # for the baselines; the pipeline probes again, timed
+        info = probe(source)  # for the baselines; the pipeline's own probe is timed
         renditions = choose_ladder(info.width, info.height, info.rotation, fps=info.fps, has_audio=info.has_audio)
 
         def pipeline() -> None:
             workdir = fresh_dir(root, "pipeline")
             with PhaseTimer() as timer, Stopwatch("pipeline", times, cpu_times):
-                transcode_source(source, workdir, "bench-video", preset=args.preset,
+                transcode_source(source, workdir, new_video_id(), info=probe(source), preset=args.preset,
                                  segment_seconds=segment_seconds, timeout_s=3600)
             phases.append(timer.phases)
             shutil.rmtree(workdir)

@@ -42,7 +42,8 @@ from producers.events import (BATCH_ADAPTER, EVENT_ADAPTER, PRODUCER_NAME, LikeE
                               parse_batch, parse_event, to_avro, validation_error)
 from infra.kafka.producer import AsyncProducer, OutgoingMessage, producer_config
 from producers.limits import RecentIds, TokenBucketLimiter
-from producers.uploads import UploadRequest, UploadService, source_key, uploaded_event_id
+from infra.s3.uploads import uploaded_event_id, uploaded_record
+from producers.uploads import UploadRequest, UploadService
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
 
@@ -233,15 +234,8 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Fas
         request.scope["lustrax_type"] = "upload_complete"
         manifest = await service.storage(service.uploads.check_completed, video_id,
                                          lambda m: authorize_user(principal, m.uploader_id, "video_id"))
-        now = datetime.now(UTC)
-        event_id = uploaded_event_id(video_id)
-        record = {
-            "event_id": event_id, "occurred_at": now, "producer": PRODUCER_NAME, "schema_version": 1,
-            "video_id": video_id, "uploader_id": manifest.uploader_id, "title": manifest.title,
-            "content_type": manifest.content_type, "size_bytes": manifest.size_bytes,
-            "source_bucket": service.uploads.bucket, "source_key": source_key(video_id),
-            "premium": manifest.premium, "tags": manifest.tags,
-        }
+        record = uploaded_record(manifest, service.uploads.bucket, PRODUCER_NAME, uploaded_event_id(video_id))
+        event_id = record["event_id"]
         topic = TOPIC_BY_SCHEMA["VideoUploaded"].name
         await service.producer.produce_all([OutgoingMessage(topic, video_id.encode(), encode("VideoUploaded", record))])
         service.metrics.accepted.labels("video_uploaded").inc()

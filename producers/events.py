@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, TypeAdapt
                       field_validator)
 
 from common.errors import ApiError
+from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
 
 PRODUCER_NAME = "ingest-api"
@@ -167,19 +168,13 @@ def check_event_time(event: _Event, now: datetime, field: str = "occurred_at") -
 
 def to_avro(event: ViewEvent | LikeEvent | WatchTickEvent, now: datetime) -> tuple[str, str, dict[str, Any]]:
     """(schema name, topic, Avro record). A missing event_id or occurred_at is assigned here."""
-    record: dict[str, Any] = {
-        "event_id": event.event_id or uuid.uuid4(),
-        "occurred_at": event.occurred_at or now,
-        "producer": PRODUCER_NAME,
-        "schema_version": 1,
-        "video_id": event.video_id,
-        "user_id": event.user_id,
-    }
+    fields: dict[str, Any] = {"video_id": event.video_id, "user_id": event.user_id}
     if isinstance(event, ViewEvent):
-        record["session_id"] = event.session_id
+        fields["session_id"] = event.session_id
     elif isinstance(event, LikeEvent):
-        record["action"] = event.type.upper()
+        fields["action"] = event.type.upper()
     else:
-        record.update(session_id=event.session_id, position_ms=event.position_ms, duration_ms=event.duration_ms)
+        fields.update(session_id=event.session_id, position_ms=event.position_ms, duration_ms=event.duration_ms)
     schema = SCHEMA_OF_TYPE[event.type]
+    record = new_record(schema, PRODUCER_NAME, fields, event_id=event.event_id, occurred_at=event.occurred_at or now)
     return schema, TOPIC_BY_SCHEMA[schema].name, record

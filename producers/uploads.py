@@ -1,20 +1,18 @@
 """The upload flow: a presigned PUT into the uploads bucket, then a checked completion.
 
-State between the two calls is a manifest object next to the source in the uploads bucket, so the
-API keeps no local state and any replica can complete an upload. Keys are made by the server only
-(`sources/{video_id}`, `manifests/{video_id}.json`): nothing a client sends reaches a key.
+State between the two calls is the upload's manifest in the uploads bucket (infra/s3/uploads.py),
+so the API keeps no local state and any replica can complete an upload. Keys are made by the
+server only (infra/s3/layout.py): nothing a client sends reaches a key.
+
+The bytes a transcode reads are the bytes completion checked: the PUT lands in `incoming/{id}`;
+completion checks that object at one ETag and copies exactly that version (CopySourceIfMatch) to
+`sources/{id}`, which no presigned URL names. A later PUT with the still-valid URL changes only
+`incoming/{id}`, which nothing reads again.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import re
-import secrets
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -22,11 +20,11 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from common.errors import ApiError
+from infra.s3.layout import incoming_key, is_missing, is_video_id, new_video_id, source_key
+from infra.s3.uploads import UploadManifest, read_manifest, write_manifest
 
-VIDEO_ID_PATTERN = re.compile(r"^[a-z2-7]{24}$")
 # Containers ffmpeg reads well and that browsers upload; the magic bytes are checked on completion.
 ALLOWED_CONTENT_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
-UPLOADED_EVENT_NAMESPACE = uuid.UUID("6f1d3a5e-5c0b-4c89-9a57-3f5f0f1f7a11")
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[\w\- ]+$")]
 
@@ -40,40 +38,6 @@ class UploadRequest(BaseModel):
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 
 
-@dataclass(frozen=True)
-class UploadManifest:
-    video_id: str
-    uploader_id: str
-    title: str
-    content_type: str
-    size_bytes: int
-    premium: bool
-    tags: list[str]
-    created_at: str
-
-
-def new_video_id(uploader_id: str | None = None, idempotency_key: str | None = None) -> str:
-    """24 lowercase base32 characters: random, or derived from (uploader, Idempotency-Key) for retries."""
-    if idempotency_key is not None and uploader_id is not None:
-        raw = hashlib.sha256(f"{uploader_id}\x00{idempotency_key}".encode()).digest()[:15]
-    else:
-        raw = secrets.token_bytes(15)
-    return base64.b32encode(raw).decode().lower()
-
-
-def source_key(video_id: str) -> str:
-    return f"sources/{video_id}"
-
-
-def manifest_key(video_id: str) -> str:
-    return f"manifests/{video_id}.json"
-
-
-def uploaded_event_id(video_id: str) -> uuid.UUID:
-    """The same VideoUploaded event_id on every completion retry: downstream counts it once."""
-    return uuid.uuid5(UPLOADED_EVENT_NAMESPACE, f"uploaded:{video_id}")
-
-
 def matches_container(content_type: str, head: bytes) -> bool:
     """Magic bytes of the declared container (ISO BMFF `ftyp` box, or the EBML header)."""
     if content_type in ("video/mp4", "video/quicktime"):
@@ -81,17 +45,6 @@ def matches_container(content_type: str, head: bytes) -> bool:
     if content_type in ("video/webm", "video/x-matroska"):
         return head[:4] == b"\x1a\x45\xdf\xa3"
     return False
-
-
-def read_manifest(s3: Any, bucket: str, video_id: str) -> UploadManifest | None:
-    """The manifest of an upload, None if there is none (the API and `lustrax retranscode`)."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=manifest_key(video_id))["Body"].read()
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-            return None
-        raise
-    return UploadManifest(**json.loads(body))
 
 
 class UploadService:
@@ -122,12 +75,11 @@ class UploadService:
         if existing is None:
             manifest = UploadManifest(video_id, uploader_id, request.title, request.content_type, request.size_bytes,
                                       request.premium, list(request.tags), now.isoformat())
-            self.s3.put_object(Bucket=self.bucket, Key=manifest_key(video_id),
-                               Body=json.dumps(asdict(manifest)).encode(), ContentType="application/json")
+            write_manifest(self.s3, self.bucket, manifest)
         # Content-Type and Content-Length are signed: the PUT must send exactly the declared ones.
         url = self.s3.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self.bucket, "Key": source_key(video_id), "ContentType": request.content_type,
+            Params={"Bucket": self.bucket, "Key": incoming_key(video_id), "ContentType": request.content_type,
                     "ContentLength": request.size_bytes},
             ExpiresIn=self.url_ttl_s,
         )
@@ -142,25 +94,46 @@ class UploadService:
         return read_manifest(self.s3, self.bucket, video_id)
 
     def check_completed(self, video_id: str, authorize: Callable[[UploadManifest], None]) -> UploadManifest:
-        """The manifest of an upload whose object is there and is what was declared.
+        """The manifest of an upload whose checked source is in place at `sources/{id}`.
 
-        `authorize` runs before the object is looked at, so others learn nothing about it.
+        `authorize` runs before the object is looked at, so others learn nothing about it. A retry
+        after success finds the source in place and answers the same (nothing is copied again).
         """
-        manifest = self._manifest(video_id) if VIDEO_ID_PATTERN.match(video_id) else None
+        manifest = self._manifest(video_id) if is_video_id(video_id) else None
         if manifest is None:
             raise ApiError(404, "not_found", "no upload with this video_id", "video_id")
         authorize(manifest)
-        try:
-            head = self.s3.head_object(Bucket=self.bucket, Key=source_key(video_id))
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
-                raise ApiError(409, "upload_missing", "the file has not been uploaded yet", "video_id") from None
-            raise
+        if self._head(source_key(video_id)) is not None:
+            return manifest  # completed before: sources/{id} holds the bytes checked then
+        head = self._head(incoming_key(video_id))
+        if head is None:
+            raise ApiError(409, "upload_missing", "the file has not been uploaded yet", "video_id")
+        etag = head["ETag"]
         if head["ContentLength"] != manifest.size_bytes:
             raise ApiError(422, "size_mismatch",
                            f"uploaded {head['ContentLength']} bytes, declared {manifest.size_bytes}", "size_bytes")
-        first_bytes = self.s3.get_object(Bucket=self.bucket, Key=source_key(video_id), Range="bytes=0-63")["Body"].read()
-        if not matches_container(manifest.content_type, first_bytes):
-            raise ApiError(415, "unsupported_media_type",
-                           f"the uploaded file is not a {manifest.content_type} container", "content_type")
+        try:
+            first_bytes = self.s3.get_object(Bucket=self.bucket, Key=incoming_key(video_id), Range="bytes=0-63",
+                                             IfMatch=etag)["Body"].read()
+            if not matches_container(manifest.content_type, first_bytes):
+                raise ApiError(415, "unsupported_media_type",
+                               f"the uploaded file is not a {manifest.content_type} container", "content_type")
+            # Exactly the version checked above, or nothing.
+            self.s3.copy_object(Bucket=self.bucket, Key=source_key(video_id), CopySourceIfMatch=etag,
+                                CopySource={"Bucket": self.bucket, "Key": incoming_key(video_id)},
+                                ContentType=manifest.content_type, MetadataDirective="REPLACE")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise ApiError(409, "upload_changed", "the file was replaced while it was checked; complete again",
+                               "video_id") from None
+            raise
+        self.s3.delete_object(Bucket=self.bucket, Key=incoming_key(video_id))  # space; the URL may still PUT
         return manifest
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.s3.head_object(Bucket=self.bucket, Key=key)  # type: ignore[no-any-return]
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise

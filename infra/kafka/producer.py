@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from common.errors import BrokerUnavailable
+from common.errors import BrokerUnavailable, LustraxError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,17 @@ def producer_config(bootstrap: str, delivery_timeout_ms: int) -> dict[str, objec
         "queue.buffering.max.messages": 200000,
         "socket.connection.setup.timeout.ms": 3000,
     }
+
+
+def produce_acknowledged(bootstrap: str, messages: Sequence[OutgoingMessage], timeout_s: float = 15.0) -> None:
+    """Blocking: produce and wait until the broker acknowledged every message (operator commands)."""
+    producer = Producer(producer_config(bootstrap, int(timeout_s * 1000)), logger=log)
+    errors: list[str] = []
+    for message in messages:
+        producer.produce(message.topic, message.value, message.key,
+                         on_delivery=lambda err, _msg: errors.append(err.str()) if err else None)
+    if producer.flush(timeout_s + 5) or errors:
+        raise LustraxError(f"the broker did not acknowledge {len(messages)} message(s): {errors or 'timeout'}")
 
 
 class _Acknowledgements:

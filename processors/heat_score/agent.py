@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from processors.heat_score.like_rule import LikeBroadcastRule, decide, like_delt
 from processors.heat_score.score import WINDOWS, heat_score
 from processors.heat_score.state import apply_like, apply_tick, apply_view, new_video_state, windows_stats
 from schemas.codec import decode
+from schemas.envelope import new_record
 from schemas.errors import SchemaError
 from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
 
@@ -62,18 +62,16 @@ def _ms(value: datetime) -> int:
 
 
 def heat_record(video_id: str, window: str, window_end_ms: int, score: float, stats: Any) -> dict[str, Any]:
-    return {
-        "event_id": uuid.uuid4(), "occurred_at": datetime.now(UTC), "producer": PRODUCER_NAME, "schema_version": 1,
+    return new_record("HeatScoreUpdated", PRODUCER_NAME, {
         "video_id": video_id, "window": window, "window_end": datetime.fromtimestamp(window_end_ms / 1000, UTC),
         "score": score, "views": stats.views, "unique_viewers": stats.unique_viewers, "net_likes": stats.net_likes,
         "completion_rate": stats.completion_rate, "rewatch_rate": stats.rewatch_rate,
         "avg_watched_fraction": stats.avg_watched_fraction,
-    }
+    })
 
 
 def like_update_record(video_id: str, count: int, delta: int) -> dict[str, Any]:
-    return {"event_id": uuid.uuid4(), "occurred_at": datetime.now(UTC), "producer": PRODUCER_NAME,
-            "schema_version": 1, "video_id": video_id, "like_count": count, "delta": delta}
+    return new_record("LikeUpdate", PRODUCER_NAME, {"video_id": video_id, "like_count": count, "delta": delta})
 
 
 def create_heat_app(settings: Settings) -> faust.App:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from infra.s3.layout import InvalidVideoId, check_video_id
 from processors.transcode.errors import CorruptSourceError, TranscodeError, TransientTranscodeError
 from processors.transcode.ffmpeg.binary import ffmpeg_binary
 from processors.transcode.ffmpeg.commands import (
@@ -29,8 +30,7 @@ from processors.transcode.ffmpeg.commands import (
     variant_playlist,
 )
 from processors.transcode.ffmpeg.ladder import Rendition, choose_ladder
-from processors.transcode.ffmpeg.probe import probe
-from processors.transcode.storage import video_prefix
+from processors.transcode.ffmpeg.probe import SourceInfo
 
 # ffmpeg writes the master playlist under this name; it becomes master.m3u8 once everything else
 # exists, so whoever sees master.m3u8 sees a complete ladder.
@@ -66,16 +66,20 @@ class LadderOutput:
     total_bytes: int
 
 
-def transcode_source(source: Path, workdir: Path, video_id: str, *, preset: str, segment_seconds: int = 4,
+def transcode_source(source: Path, workdir: Path, video_id: str, *, info: SourceInfo, preset: str,
+                     segment_seconds: int = 4,
                      on_progress: Callable[[float], None] | None = None, timeout_s: float) -> LadderOutput:
-    """Transcode `source` into a new directory under `workdir`; `timeout_s` bounds the whole job.
+    """Transcode `source` (as `info`, its probe, describes it) into a new directory under `workdir`;
+    `timeout_s` bounds the whole job.
 
     Raises CorruptSourceError for sources that are not decodable video, TransientTranscodeError on a
     timeout or a host problem. On any failure the directory it created is removed again.
     """
     deadline = time.monotonic() + timeout_s
-    video_prefix(video_id)  # fail before the expensive part if the id cannot become keys
-    info = probe(source)
+    try:
+        check_video_id(video_id)  # before the expensive part, and before it names a directory
+    except InvalidVideoId as exc:
+        raise TranscodeError(str(exc)) from None
     display_width, display_height = info.display_size
     renditions = choose_ladder(info.width, info.height, info.rotation, fps=info.fps, has_audio=info.has_audio)
     outdir = Path(tempfile.mkdtemp(prefix=f"{video_id}-", dir=workdir))

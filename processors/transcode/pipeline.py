@@ -20,27 +20,24 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.settings import Settings
+from infra.s3.layout import is_missing, is_video_id, ladder_prefix, ladder_record_key
 from processors.transcode.errors import SourceTooLargeError, TranscodeError, TransientTranscodeError
 from processors.transcode.ffmpeg.probe import probe
 from processors.transcode.job import LadderOutput, transcode_source
-from processors.transcode.storage import download_source, upload_ladder, video_prefix
+from processors.transcode.storage import download_source, upload_ladder
+from schemas.envelope import new_record
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 PRODUCER_NAME = "transcoder"
 TRANSCODED_NAMESPACE = uuid.UUID("0b7f4a52-3c39-4f63-9d7c-5a0e1f7c2b90")
-
-
-def ladder_record_key(video_id: str) -> str:
-    # Outside videos/{id}/: the moderation step copies that prefix to the public bucket.
-    return f"ladders/{video_id}.json"
 
 
 def retry_delay_s(attempt: int, base_s: float, cap_s: float = 60.0, jitter: float = 0.2) -> float:
@@ -74,12 +71,8 @@ async def run_with_retries(operation: Callable[[], Awaitable[T]], max_attempts: 
 
 def transcoded_record(video_id: str, bucket: str, output: LadderOutput, run_id: str) -> dict[str, Any]:
     """The VideoTranscoded event of a finished ladder (pure)."""
-    prefix = video_prefix(video_id)
-    return {
-        "event_id": uuid.uuid5(TRANSCODED_NAMESPACE, f"{video_id}:{run_id}"),
-        "occurred_at": datetime.now(UTC),
-        "producer": PRODUCER_NAME,
-        "schema_version": 1,
+    prefix = ladder_prefix(video_id)
+    return new_record("VideoTranscoded", PRODUCER_NAME, {
         "video_id": video_id,
         "bucket": bucket,
         "prefix": prefix,
@@ -96,7 +89,7 @@ def transcoded_record(video_id: str, bucket: str, output: LadderOutput, run_id: 
              "bandwidth": r.rendition.bandwidth, "codecs": r.rendition.codecs, "playlist_key": prefix + r.playlist}
             for r in output.renditions
         ],
-    }
+    }, event_id=uuid.uuid5(TRANSCODED_NAMESPACE, f"{video_id}:{run_id}"))
 
 
 @dataclass(frozen=True)
@@ -136,7 +129,7 @@ class TranscodePipeline:
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=ladder_record_key(video_id))["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if is_missing(exc):
                 return None
             raise TransientTranscodeError(f"cannot read the ladder record of {video_id}: {exc}") from exc
         except BotoCoreError as exc:
@@ -150,6 +143,8 @@ class TranscodePipeline:
     def run(self, upload: dict[str, Any], on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
         """The VideoTranscoded record for a VideoUploaded record; raises TranscodeError subclasses."""
         video_id = upload["video_id"]
+        if not is_video_id(video_id):
+            raise TranscodeError(f"{video_id!r} is not a video id: it cannot become keys")
         done = self.finished(video_id)
         if done is not None:
             return done.event  # a redelivery: the ladder is complete, announce it again, same event_id
@@ -157,11 +152,11 @@ class TranscodePipeline:
         try:
             source = download_source(self.s3, upload["source_bucket"], upload["source_key"], scratch / "source",
                                      self.settings.transcode_max_source_bytes)
-            duration_s = probe(source).duration_s
-            if duration_s > self.settings.transcode_max_duration_s:
-                raise SourceTooLargeError(f"the video lasts {duration_s:.0f} s, more than the limit of "
+            info = probe(source)
+            if info.duration_s > self.settings.transcode_max_duration_s:
+                raise SourceTooLargeError(f"the video lasts {info.duration_s:.0f} s, more than the limit of "
                                           f"{self.settings.transcode_max_duration_s:.0f} s")
-            output = transcode_source(source, scratch, video_id, preset=self.settings.transcode_preset,
+            output = transcode_source(source, scratch, video_id, info=info, preset=self.settings.transcode_preset,
                                       segment_seconds=self.settings.transcode_segment_seconds,
                                       on_progress=on_progress, timeout_s=self.settings.transcode_timeout_s)
             upload_ladder(self.s3, self.bucket, video_id, output)
@@ -178,14 +173,9 @@ class TranscodePipeline:
 
 
 def failed_record(video_id: str, reason: str, retryable: bool, attempt: int) -> dict[str, Any]:
-    return {
-        "event_id": uuid.uuid4(), "occurred_at": datetime.now(UTC), "producer": PRODUCER_NAME, "schema_version": 1,
-        "video_id": video_id, "reason": reason[:2000], "retryable": retryable, "attempt": attempt,
-    }
+    return new_record("TranscodeFailed", PRODUCER_NAME, {
+        "video_id": video_id, "reason": reason[:2000], "retryable": retryable, "attempt": attempt})
 
 
 def progress_record(video_id: str, percent: float) -> dict[str, Any]:
-    return {
-        "event_id": uuid.uuid4(), "occurred_at": datetime.now(UTC), "producer": PRODUCER_NAME, "schema_version": 1,
-        "video_id": video_id, "percent": float(percent),
-    }
+    return new_record("TranscodeProgress", PRODUCER_NAME, {"video_id": video_id, "percent": float(percent)})

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 from botocore.exceptions import ClientError
-from confluent_kafka import Producer
 
-from infra.s3.buckets import s3_client
 from common.errors import LustraxError
 from common.settings import Settings
+from infra.kafka.producer import OutgoingMessage, produce_acknowledged
+from infra.s3.buckets import s3_client
+from infra.s3.layout import is_video_id
+from infra.s3.uploads import read_manifest, uploaded_record
 from processors.transcode.pipeline import TranscodePipeline
-from infra.kafka.producer import producer_config
-from producers.uploads import VIDEO_ID_PATTERN, read_manifest, source_key
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
+
+PRODUCER_NAME = "lustrax-cli"
 
 
 def retranscode(settings: Settings, video_id: str) -> str:
     """Forget the finished ladder and announce the upload again; returns the new event's id."""
-    if not VIDEO_ID_PATTERN.match(video_id):
+    if not is_video_id(video_id):
         raise LustraxError(f"{video_id!r} is not a video id")
     s3 = s3_client(settings)
     try:
@@ -30,17 +29,8 @@ def retranscode(settings: Settings, video_id: str) -> str:
     if manifest is None:
         raise LustraxError(f"no upload with video id {video_id}")
     TranscodePipeline(settings, s3).forget(video_id)
-    record = {
-        "event_id": uuid.uuid4(), "occurred_at": datetime.now(UTC), "producer": "lustrax-cli", "schema_version": 1,
-        "video_id": video_id, "uploader_id": manifest.uploader_id, "title": manifest.title,
-        "content_type": manifest.content_type, "size_bytes": manifest.size_bytes,
-        "source_bucket": settings.s3_uploads_bucket, "source_key": source_key(video_id),
-        "premium": manifest.premium, "tags": manifest.tags,
-    }
-    producer = Producer(producer_config(settings.kafka_bootstrap, 10000))
-    errors: list[str] = []
-    producer.produce(TOPIC_BY_SCHEMA["VideoUploaded"].name, encode("VideoUploaded", record), video_id.encode(),
-                     on_delivery=lambda err, _msg: errors.append(err.str()) if err else None)
-    if producer.flush(15) or errors:
-        raise LustraxError(f"the broker did not acknowledge the re-run of {video_id}: {errors or 'timeout'}")
+    record = uploaded_record(manifest, settings.s3_uploads_bucket, PRODUCER_NAME)
+    topic = TOPIC_BY_SCHEMA["VideoUploaded"].name
+    message = OutgoingMessage(topic, video_id.encode(), encode("VideoUploaded", record))
+    produce_acknowledged(settings.kafka_bootstrap, [message])
     return str(record["event_id"])

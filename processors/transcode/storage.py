@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from infra.s3.layout import is_missing, ladder_prefix
 from processors.transcode.errors import (
     SourceMissingError,
     SourceTooLargeError,
     TranscodeError,
     TransientTranscodeError,
 )
-
-if TYPE_CHECKING:
-    from processors.transcode.job import LadderOutput
+from processors.transcode.job import LadderOutput
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -37,21 +35,12 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT_LIVED = "public, max-age=60"
 _SHORT_LIVED_SUFFIXES = frozenset({".m3u8", ".vtt"})
 
-# Ids become key and directory names: nothing that could climb out of videos/{id}/.
-_VIDEO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _UPLOAD_WORKERS = 4
 # Segments are a few MB and go up in one PUT; only unusually large files use multipart.
 _TRANSFER = TransferConfig(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024,
                            max_concurrency=4)
 _DOWNLOAD_CHUNK = 1024 * 1024
 _S3_ERRORS = (BotoCoreError, ClientError, S3UploadFailedError)
-
-
-def video_prefix(video_id: str) -> str:
-    """`videos/{video_id}/`, the key prefix of a ladder (the same in the staging and public buckets)."""
-    if not _VIDEO_ID.fullmatch(video_id) or ".." in video_id:
-        raise TranscodeError(f"unusable video id {video_id!r}")
-    return f"videos/{video_id}/"
 
 
 def object_headers(relative_path: str) -> dict[str, str]:
@@ -69,7 +58,7 @@ def upload_ladder(s3_client: Any, bucket: str, video_id: str, output: LadderOutp
     The master playlist goes up only after everything else succeeded, so a reader who finds it
     finds a whole ladder. Keys depend only on the video id: a re-run overwrites in place.
     """
-    prefix = video_prefix(video_id)
+    prefix = ladder_prefix(video_id)
     others = [path for path in output.files if path != output.master]
 
     def put(relative_path: str) -> None:
@@ -129,7 +118,6 @@ def download_source(s3_client: Any, bucket: str, key: str, dest: Path, max_bytes
 
 
 def _download_error(location: str, exc: Exception) -> TranscodeError:
-    if isinstance(exc, ClientError) and (
-            exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")):
+    if isinstance(exc, ClientError) and is_missing(exc):
         return SourceMissingError(f"{location} does not exist")
     return TransientTranscodeError(f"download of {location} failed: {exc}")

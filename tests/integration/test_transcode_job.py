@@ -24,6 +24,8 @@ import m3u8
 import pytest
 
 from infra.s3.buckets import s3_client
+from infra.s3.layout import new_video_id
+from processors.transcode.ffmpeg.probe import probe
 from common.settings import Settings
 from processors.transcode.errors import (
     CorruptSourceError,
@@ -95,7 +97,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def transcode(clip: Path, workdir: Path, progress: list[float] | None = None) -> LadderOutput:
-    return transcode_source(clip, workdir, f"v{uuid.uuid4().hex[:12]}", preset=PRESET,
+    return transcode_source(clip, workdir, new_video_id(), info=probe(clip), preset=PRESET,
                             segment_seconds=SEGMENT_SECONDS, timeout_s=120,
                             on_progress=None if progress is None else progress.append)
 
@@ -236,7 +238,8 @@ def test_a_timeout_kills_ffmpeg_is_retryable_and_leaves_nothing(clips: dict[str,
     before = set(workdir.iterdir())
     started = time.monotonic()
     with pytest.raises(TransientTranscodeError, match="timed out") as raised:
-        transcode_source(clips["landscape"], workdir, "slow", preset="veryfast", timeout_s=1.0)
+        transcode_source(clips["landscape"], workdir, new_video_id(), info=probe(clips["landscape"]),
+                         preset="veryfast", timeout_s=1.0)
     assert raised.value.retryable
     assert time.monotonic() - started < 5
     assert set(workdir.iterdir()) == before
@@ -264,7 +267,7 @@ def s3(stack: Settings) -> Iterator[Any]:
 
 
 def test_upload_ladder_to_the_private_staging_bucket(stack: Settings, s3: Any, portrait: LadderOutput) -> None:
-    bucket, video_id = stack.s3_staging_bucket, uuid.uuid4().hex
+    bucket, video_id = stack.s3_staging_bucket, new_video_id()
     prefix = f"videos/{video_id}/"
     keys = upload_ladder(s3, bucket, video_id, portrait)
     assert keys == [prefix + name for name in portrait.files] and keys[-1] == prefix + "master.m3u8"
@@ -299,7 +302,7 @@ def test_upload_ladder_to_the_private_staging_bucket(stack: Settings, s3: Any, p
 
 
 def test_no_master_playlist_when_part_of_the_ladder_fails(stack: Settings, s3: Any, portrait: LadderOutput) -> None:
-    bucket, video_id = stack.s3_staging_bucket, uuid.uuid4().hex
+    bucket, video_id = stack.s3_staging_bucket, new_video_id()
     broken = replace(portrait, files=("360p/seg_99999.ts", *portrait.files))
     with pytest.raises(OSError):
         upload_ladder(s3, bucket, video_id, broken)
@@ -308,7 +311,7 @@ def test_no_master_playlist_when_part_of_the_ladder_fails(stack: Settings, s3: A
 
 def test_upload_errors_are_retryable(s3: Any, portrait: LadderOutput) -> None:
     with pytest.raises(TransientTranscodeError) as raised:
-        upload_ladder(s3, f"missing-{uuid.uuid4().hex[:8]}", "v1", portrait)
+        upload_ladder(s3, f"missing-{uuid.uuid4().hex[:8]}", new_video_id(), portrait)
     assert raised.value.retryable
 
 

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from infra.s3.buckets import s3_client
+from infra.s3.layout import new_video_id, source_key
 from common.process import free_port
 from common.settings import Settings
 from processors.transcode.retranscode import retranscode
@@ -49,13 +50,18 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _upload(api: str, settings: Settings, data: bytes, user: str = "uploader") -> str:
+def _upload(api: str, settings: Settings, data: bytes, user: str = "uploader", replace_with: bytes | None = None
+            ) -> str:
+    """Upload and complete; with `replace_with`, PUT those bytes (same length) again once complete."""
     headers = {"Authorization": f"Bearer {issue_token(settings.jwt_signing_secret, user)}"}
     with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
         ticket = client.post("/v1/uploads", json={"title": "Test clip", "content_type": "video/mp4",
                                                   "size_bytes": len(data)}).json()
         assert httpx.put(ticket["upload_url"], content=data, headers=ticket["upload_headers"]).status_code == 200
         assert client.post(f"/v1/uploads/{ticket['video_id']}/complete").status_code == 202
+        if replace_with is not None:
+            assert httpx.put(ticket["upload_url"], content=replace_with,
+                             headers=ticket["upload_headers"]).status_code == 200
     return str(ticket["video_id"])
 
 
@@ -111,6 +117,18 @@ def test_an_upload_becomes_a_playable_private_ladder(worker: Settings, ingest_ap
     assert progress
 
 
+def test_a_put_after_completion_changes_nothing_the_transcode_reads(worker: Settings, ingest_api: str,
+                                                                    clip: Path) -> None:
+    original = clip.read_bytes()
+    html = b"<html><script>alert(1)</script></html>".ljust(len(original), b" ")
+    video_id = _upload(ingest_api, worker, original, replace_with=html)
+    [(event, _)] = records_on(worker.kafka_bootstrap, TOPIC_BY_SCHEMA["VideoTranscoded"].name, _for(video_id),
+                              timeout_s=120)
+    assert abs(event["duration_ms"] - 6000) <= 500  # transcoded from the checked MP4, not from the HTML
+    s3 = s3_client(worker)
+    assert s3.get_object(Bucket=worker.s3_uploads_bucket, Key=source_key(video_id))["Body"].read() == original
+
+
 def test_a_redelivered_upload_is_announced_again_without_a_second_ladder(worker: Settings, ingest_api: str,
                                                                          clip: Path) -> None:
     video_id = _upload(ingest_api, worker, clip.read_bytes())
@@ -148,7 +166,7 @@ def test_a_file_that_is_not_video_fails_at_once(worker: Settings, ingest_api: st
 
 
 def test_a_missing_source_fails_at_once(worker: Settings) -> None:
-    video_id = f"t{uuid.uuid4().hex[:23]}"
+    video_id = new_video_id()
     record = _video_uploaded(video_id, worker.s3_uploads_bucket, f"sources/{video_id}")
     producer = Producer({"bootstrap.servers": worker.kafka_bootstrap})
     producer.produce(TOPIC_BY_SCHEMA["VideoUploaded"].name, encode("VideoUploaded", record), video_id.encode())

@@ -11,6 +11,8 @@ import imageio_ffmpeg
 import pytest
 
 from common.settings import Settings
+from infra.s3.buckets import s3_client
+from infra.s3.layout import source_key
 from schemas.topics import TOPIC_BY_SCHEMA
 from tests.integration.test_ingest_api import consume_ids, token
 
@@ -60,6 +62,26 @@ def test_upload_then_complete_emits_video_uploaded_once(api: httpx.Client, stack
     assert record["size_bytes"] == len(clip) and record["tags"] == ["beach"]
     assert record["source_bucket"] == stack.s3_uploads_bucket
     assert record["source_key"] == f"sources/{ticket['video_id']}"
+
+
+def test_a_put_after_completion_cannot_replace_the_checked_source(api: httpx.Client, stack: Settings,
+                                                                  clip: bytes) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    ticket = _create(api, stack, user, len(clip)).json()
+    assert httpx.put(ticket["upload_url"], content=clip, headers=ticket["upload_headers"]).status_code == 200
+    complete = f"/v1/uploads/{ticket['video_id']}/complete"
+    first = api.post(complete, headers=token(stack, user))
+    assert first.status_code == 202, first.text
+
+    # The presigned URL is still valid: the attacker's PUT succeeds, but lands where nothing reads.
+    html = b"<html>swapped</html>".ljust(len(clip), b" ")
+    assert httpx.put(ticket["upload_url"], content=html, headers=ticket["upload_headers"]).status_code == 200
+    again = api.post(complete, headers=token(stack, user))
+    assert again.status_code == 202 and again.json()["event_id"] == first.json()["event_id"]
+    s3 = s3_client(stack)
+    assert s3.get_object(Bucket=stack.s3_uploads_bucket, Key=source_key(ticket["video_id"]))["Body"].read() == clip
+    # Nothing but the server can write the source key: presigned URLs name incoming/ only.
+    assert "/sources/" not in ticket["upload_url"]
 
 
 def test_the_presigned_url_binds_type_and_size(api: httpx.Client, stack: Settings, clip: bytes) -> None:
@@ -126,3 +148,20 @@ def test_bad_upload_requests_name_the_field(api: httpx.Client, stack: Settings, 
 def test_uploads_need_a_token(api: httpx.Client, tmp_path: Path) -> None:
     response = api.post("/v1/uploads", json={"title": "t", "content_type": "video/mp4", "size_bytes": 10})
     assert response.status_code == 401
+
+
+def test_the_checked_version_is_what_gets_copied(stack: Settings) -> None:
+    """Completion relies on the S3 server refusing a copy (and a read) of a version it did not check."""
+    from botocore.exceptions import ClientError
+
+    s3, bucket, key = s3_client(stack), stack.s3_uploads_bucket, f"incoming-probe/{uuid.uuid4().hex}"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"checked")
+    etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
+    s3.put_object(Bucket=bucket, Key=key, Body=b"swapped")
+    with pytest.raises(ClientError) as copy:
+        s3.copy_object(Bucket=bucket, Key=f"{key}-copy", CopySource={"Bucket": bucket, "Key": key},
+                       CopySourceIfMatch=etag)
+    assert copy.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+    with pytest.raises(ClientError) as read:
+        s3.get_object(Bucket=bucket, Key=key, IfMatch=etag)
+    assert read.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
