@@ -161,6 +161,21 @@ def cmd_retranscode(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from infra.clickhouse.analyst import format_table
+    from lustrax.dead_letters import list_dead_letters, parse_since, replay
+
+    if args.action == "list":
+        since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+        print(format_table(*list_dead_letters(settings, args.consumer, since)))
+        return 0
+    ids = replay(settings, args.id, args.consumer)
+    print(f"lustrax: replayed {len(ids)} dead letter(s) onto their source topics: {', '.join(ids)}")
+    return 0
+
+
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from common.tokens import issue_token
 
@@ -230,6 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     again = sub.add_parser("retranscode", help="transcode one video again")
     again.add_argument("video_id")
     again.set_defaults(handler=cmd_retranscode)
+    dead = sub.add_parser("dead-letters", help="messages consumers parked: list them, replay them once fixed")
+    dead_actions = dead.add_subparsers(dest="action", required=True)
+    listing = dead_actions.add_parser("list", help="dead letters, oldest first")
+    listing.add_argument("--consumer", help="only those parked by this consumer (e.g. transcode, clickhouse-sink)")
+    listing.add_argument("--since", help="only those parked since: a duration (30m, 2h, 7d) or an RFC 3339 time")
+    listing.set_defaults(handler=cmd_dead_letters)
+    replaying = dead_actions.add_parser("replay", help="put dead letters back on their source topic")
+    replaying.add_argument("id", nargs="?", help="a dead letter's id (topic:partition:offset, from `list`)")
+    replaying.add_argument("--consumer", help="every dead letter this consumer parked")
+    replaying.set_defaults(handler=cmd_dead_letters)
     token = sub.add_parser("token", help="print a bearer token for local use")
     token.add_argument("--user", required=True, help="the token subject (user id)")
     role = token.add_mutually_exclusive_group()

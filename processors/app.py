@@ -20,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from common.settings import Settings
 from processors.faust_transport import Transport
 from schemas.codec import encode
+from schemas.dead_letters import DeadLetter
 from schemas.topics import DEAD_LETTER_TOPIC
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,11 @@ async def send_event(topic: faust.TopicT, schema: str, record: dict[str, Any]) -
 
 
 async def dead_letter(app: faust.App, message: Any, consumer: str, reason: str) -> None:
-    """Park a message we cannot process, with where it came from and why; the agent goes on."""
+    """Park a message we cannot process on the dead-letter topic (schemas/dead_letters.py), wait for
+    the broker's acknowledgement (the caller acks the message after), and go on."""
     log.warning("dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
-    headers = {
-        "lustrax-consumer": consumer.encode(), "lustrax-reason": reason[:1000].encode(),
-        "lustrax-source-topic": message.topic.encode(), "lustrax-source-partition": str(message.partition).encode(),
-        "lustrax-source-offset": str(message.offset).encode(),
-    }
-    key = message.key if isinstance(message.key, bytes) else b""
-    pending = await raw_topic(app, DEAD_LETTER_TOPIC.name).send(key=key, value=message.value or b"", headers=headers)
+    parked = DeadLetter(consumer, reason, message.topic, message.partition, message.offset,
+                        message.key if isinstance(message.key, bytes) else b"", message.value or b"")
+    pending = await raw_topic(app, DEAD_LETTER_TOPIC.name).send(key=parked.key, value=parked.value,
+                                                                 headers=dict(parked.headers()))
     await pending

@@ -25,6 +25,7 @@ class OutgoingMessage:
     topic: str
     key: bytes
     value: bytes
+    headers: list[tuple[str, bytes]] | None = None
 
 
 def producer_config(bootstrap: str, delivery_timeout_ms: int) -> dict[str, object]:
@@ -46,7 +47,7 @@ def produce_acknowledged(bootstrap: str, messages: Sequence[OutgoingMessage], ti
     producer = Producer(producer_config(bootstrap, int(timeout_s * 1000)), logger=log)
     errors: list[str] = []
     for message in messages:
-        producer.produce(message.topic, message.value, message.key,
+        producer.produce(message.topic, message.value, message.key, headers=message.headers,
                          on_delivery=lambda err, _msg: errors.append(err.str()) if err else None)
     if producer.flush(timeout_s + 5) or errors:
         raise LustraxError(f"the broker did not acknowledge {len(messages)} message(s): {errors or 'timeout'}")

@@ -9,7 +9,9 @@ from any other cause collapses; `FINAL` gives exact counts at once).
 
 While ClickHouse refuses inserts, the sink keeps the batch, pauses its partitions (memory stays at
 one batch), keeps polling so the group does not drop it, and retries with backoff up to 30 s.
-Messages that cannot be decoded or mapped go to the `dead_letters` table with the reason.
+Messages that cannot be decoded or mapped are parked on the dead-letter topic (acknowledged by the
+broker before their offsets are committed); the sink also reads that topic, and every consumer's
+dead letters land in the `dead_letters` table (schemas/dead_letters.py).
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from infra.kafka.producer import OutgoingMessage, produce_acknowledged
 from processors.sink.rows import MAPPING_BY_TABLE, TABLE_OF_SCHEMA
 from schemas.codec import decode
+from schemas.dead_letters import DeadLetter, from_message
 from schemas.errors import SchemaError
-from schemas.topics import TOPIC_BY_SCHEMA
+from schemas.topics import DEAD_LETTER_TOPIC, TOPIC_BY_SCHEMA
 
 log = logging.getLogger(__name__)
 GROUP_ID = "lustrax-clickhouse-sink"
+CONSUMER = "clickhouse-sink"
 DEAD_LETTER_COLUMNS = ("consumer", "topic", "partition", "offset", "key", "payload", "reason")
 MAX_BACKOFF_S = 30.0
 
@@ -38,7 +43,8 @@ MAX_BACKOFF_S = 30.0
 @dataclass
 class Batch:
     rows: dict[str, list[list[Any]]] = field(default_factory=lambda: defaultdict(list))
-    dead: list[list[Any]] = field(default_factory=list)
+    dead: list[list[Any]] = field(default_factory=list)  # rows of dead letters read from the topic
+    parked: list[DeadLetter] = field(default_factory=list)  # messages this sink could not store
     ranges: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     size: int = 0
     started: float = 0.0
@@ -61,7 +67,12 @@ class Batch:
 
 
 def sink_topics() -> list[str]:
-    return [TOPIC_BY_SCHEMA[schema].name for schema in TABLE_OF_SCHEMA]
+    return [TOPIC_BY_SCHEMA[schema].name for schema in TABLE_OF_SCHEMA] + [DEAD_LETTER_TOPIC.name]
+
+
+def dead_letter_row(letter: DeadLetter) -> list[Any]:
+    return [letter.consumer, letter.topic, letter.partition, letter.offset, letter.key.decode("utf-8", "replace"),
+            letter.value.hex(), letter.reason]
 
 
 class ClickHouseSink:
@@ -72,6 +83,7 @@ class ClickHouseSink:
         self.database = database
         self.batch_rows = batch_rows
         self.batch_interval_s = batch_interval_s
+        self.bootstrap = bootstrap
         self.lock = lock or threading.Lock()  # the query server shares the embedded engine
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
@@ -110,6 +122,10 @@ class ClickHouseSink:
                 log.warning("consumer error: %s", msg.error())
             return
         self.batch.track(msg)
+        if msg.topic() == DEAD_LETTER_TOPIC.name:
+            self.batch.dead.append(dead_letter_row(
+                from_message(msg.headers(), msg.key(), msg.value(), (msg.partition(), msg.offset()))))
+            return
         try:
             schema, record = decode(msg.value())
             mapping = TABLE_OF_SCHEMA.get(schema)
@@ -117,15 +133,16 @@ class ClickHouseSink:
                 raise SchemaError(f"no table for {schema}")
             self.batch.rows[mapping.table].append(mapping.row(record))
         except (SchemaError, KeyError, TypeError) as exc:
-            self.batch.dead.append(["clickhouse-sink", msg.topic(), msg.partition(), msg.offset(),
-                                    (msg.key() or b"").decode("utf-8", "replace"),
-                                    (msg.value() or b"").hex(), f"{type(exc).__name__}: {exc}"])
+            self.batch.parked.append(DeadLetter(CONSUMER, f"{type(exc).__name__}: {exc}", msg.topic(),
+                                                msg.partition(), msg.offset(), msg.key() or b"", msg.value() or b""))
 
     def flush(self) -> None:
-        """Insert the batch (retrying until ClickHouse takes it), then commit its offsets."""
+        """Park what could not be stored, insert the batch (retrying until ClickHouse takes it), then
+        commit its offsets."""
         delay, paused = 0.5, False
         while True:
             try:
+                self._park()
                 self._insert_all()
                 break
             except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep the batch, back off
@@ -143,6 +160,13 @@ class ClickHouseSink:
         if paused:
             self.consumer.resume(self.consumer.assignment())
         self.batch = Batch()
+
+    def _park(self) -> None:
+        if self.batch.parked:
+            produce_acknowledged(self.bootstrap, [
+                OutgoingMessage(DEAD_LETTER_TOPIC.name, letter.key, letter.value, letter.headers())
+                for letter in self.batch.parked])
+            self.batch.parked.clear()
 
     def _insert_all(self) -> None:
         with self.lock:
