@@ -17,7 +17,7 @@ import uuid
 import faust
 
 from bench.heat import ENGAGEMENT
-from processors.faust_transport import Transport
+from processors.faust_internals import Transport
 from schemas.topics import TOPIC_BY_SCHEMA
 
 

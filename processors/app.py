@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.settings import Settings
-from processors.faust_transport import Transport
+from processors.faust_internals import Transport
 from schemas.codec import encode
 from schemas.dead_letters import DeadLetter
 from schemas.topics import DEAD_LETTER_TOPIC

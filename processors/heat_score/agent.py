@@ -18,18 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.streams import _current_event  # the event whose partition a table write goes to
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from common.settings import Settings
 from processors.app import dead_letter, expose_metrics, faust_app, raw_topic, send_event, send_events
+from processors.faust_internals import table_writes_for
 from processors.heat_score.like_rule import LikeBroadcastRule, decide, like_delta
 from processors.heat_score.score import WINDOWS, heat_score
 from processors.heat_score.state import apply_like, apply_tick, apply_view, new_video_state, windows_stats
@@ -169,11 +168,8 @@ def create_heat_app(settings: Settings) -> faust.App:
         if not events:
             return
         # Table writes go to the partition of the current event: make it one of this video's.
-        token = _current_event.set(weakref.ref(events[-1]))
-        try:
+        with table_writes_for(events[-1]):
             states[video_id] = state
-        finally:
-            _current_event.reset(token)
         for event in events:
             await streams[0].ack(event)
 

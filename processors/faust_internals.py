@@ -1,6 +1,12 @@
-"""Faust's Kafka transport with a cheaper hand-off from the fetch loop to the streams.
+"""Everything the project relies on inside Faust, in one place; tests/unit/test_faust_internals.py
+fails if a Faust upgrade changes any of it (faust-streaming's range is pinned in pyproject.toml).
 
-Faust's fetch loop hands every message to the streams with
+1. The table-write context. A table write goes to the changelog partition of Faust's *current
+   event* (a context variable, `faust.streams._current_event`). The heat worker writes a video's
+   state after the event that changed it was handled, so it sets that event as current for the
+   write: `table_writes_for(event)`.
+
+2. A cheaper hand-off from the fetch loop to the streams. Faust's fetch loop hands every message to the streams with
 `wait_first(deliver(message), suspend_flow.wait())`: the delivery races a rebalance, so that a
 delivery blocked on a full stream buffer is abandoned when the partitions are about to move. That
 race costs four tasks and one event-loop turn per message; on the 2-core reference machine it
@@ -13,11 +19,25 @@ into Faust's race. Behaviour is otherwise Faust's own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+import weakref
+from collections.abc import Coroutine, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import EventT
 from mode.services import WaitResults
+
+
+@contextmanager
+def table_writes_for(event: EventT) -> Iterator[None]:
+    """Table writes inside the block go to the changelog partition of `event`'s message."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 class _Resumed:
