@@ -49,6 +49,7 @@ from processors.sink.rows import TABLE_OF_SCHEMA
 from processors.sink.sink import GROUP_ID as SINK_GROUP
 from processors.sink.sink import ClickHouseSink
 from schemas.codec import HEADER_SIZE, encode
+from schemas.envelope import new_record
 from schemas.registry import writer_schema_for
 from schemas.topics import TOPIC_BY_SCHEMA
 
@@ -57,15 +58,16 @@ ENGAGEMENT = ("VideoView", "WatchTick", "VideoLike")
 
 def make_event(rng: random.Random, videos: int, at: datetime) -> tuple[str, dict[str, Any]]:
     video, user = f"video-{rng.randrange(videos)}", f"user-{rng.randrange(videos * 20)}"
-    base = {"event_id": uuid.uuid4(), "occurred_at": at, "producer": "bench", "schema_version": 1,
-            "video_id": video, "user_id": user}
+    base = {"video_id": video, "user_id": user}
     kind = rng.random()
     if kind < 0.3:
-        return "VideoView", {**base, "session_id": f"{user}-{video}"}
-    if kind < 0.95:
-        return "WatchTick", {**base, "session_id": f"{user}-{video}", "position_ms": rng.randrange(0, 600_000),
-                             "duration_ms": 600_000}
-    return "VideoLike", {**base, "action": "LIKE" if rng.random() < 0.8 else "UNLIKE"}
+        schema, fields = "VideoView", {**base, "session_id": f"{user}-{video}"}
+    elif kind < 0.95:
+        schema, fields = "WatchTick", {**base, "session_id": f"{user}-{video}",
+                                       "position_ms": rng.randrange(0, 600_000), "duration_ms": 600_000}
+    else:
+        schema, fields = "VideoLike", {**base, "action": "LIKE" if rng.random() < 0.8 else "UNLIKE"}
+    return schema, new_record(schema, "bench", fields, occurred_at=at)
 
 
 def produce(bootstrap: str, events: list[tuple[str, dict[str, Any]]]) -> None:
