@@ -101,9 +101,6 @@ class Settings(BaseSettings):
     like_update_min_interval_s: float = Field(default=5.0, ge=0)
     like_update_min_change: float = Field(default=0.1, gt=0)
 
-    ws_host: str = "127.0.0.1"
-    ws_port: int = 8765
-
     startup_timeout_s: float = Field(default=90.0, gt=0)
 
     @model_validator(mode="after")
