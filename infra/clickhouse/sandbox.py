@@ -110,7 +110,8 @@ def _check_statement(node: AstNode, database: str) -> None:
         raise QueryRefused(f"only SELECT, EXPLAIN, DESCRIBE and SHOW TABLES/CREATE TABLE may run, not {node.kind}")
     children = list(node.children)
     if node.kind == "Explain":
-        # EXPLAIN <statement>: the statement is checked as if it ran alone
+        # EXPLAIN [options] <statement>: the statement is checked as if it ran alone (options: below)
+        children = [child for child in children if child.kind != "Set"]
         if not children:
             raise QueryRefused("EXPLAIN without a statement")
         _check_statement(children[0], database)
@@ -134,7 +135,7 @@ def check_ast(root: AstNode, database: str) -> None:
     _check_statement(root, database)
     for node in root.walk():
         if node.kind == "Set":
-            raise QueryRefused("SETTINGS clauses are not allowed: the sandbox sets the limits")
+            raise QueryRefused("SETTINGS clauses (and EXPLAIN options) are not allowed: the sandbox sets the limits")
         if node.kind == "TableIdentifier":
             _check_table(node.text, database)
         elif node.kind == "TableExpression":

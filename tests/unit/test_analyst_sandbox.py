@@ -140,3 +140,8 @@ def test_show_and_describe_stay_in_the_store() -> None:
                  "DescribeQuery (children 1)\n TableExpression (children 1)\n  TableIdentifier system.processes"]:
         with pytest.raises(QueryRefused, match="only tables of the database"):
             check_ast(_ast(text), DB)
+
+
+def test_explain_options_are_refused_as_settings() -> None:
+    with pytest.raises(QueryRefused, match="EXPLAIN options"):
+        check_ast(_ast("Explain EXPLAIN (children 2)\n Set\n SelectWithUnionQuery (children 1)"), DB)
