@@ -157,8 +157,18 @@ def probe_components(settings: Settings) -> dict[str, tuple[bool, str]]:
 
 
 def _probe_clickhouse(settings: Settings) -> tuple[bool, str]:
-    if settings.clickhouse_embedded and http_ok(f"http://127.0.0.1:{settings.sink_query_port}/healthz"):
-        return True, f"{settings.clickhouse_url} (held by the sink; `lustrax sql` queries through it)"
+    if settings.clickhouse_embedded:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{settings.sink_query_port}/healthz", timeout=1.0):
+                return True, f"{settings.clickhouse_url} (held by the sink; `lustrax sql` queries through it)"
+        except urllib.error.HTTPError as exc:  # the sink holds the engine but cannot write to it
+            reason = json.loads(exc.read() or b"{}").get("reason", exc.reason)
+            return False, f"{settings.clickhouse_url} (held by the sink, which cannot write: {reason})"
+        except OSError:
+            pass  # no sink: the directory is free to open here
     try:
         client = clickhouse_client(settings)
     except Exception as exc:  # noqa: BLE001 - report, don't crash `status`

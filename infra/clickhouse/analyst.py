@@ -4,21 +4,22 @@
 - embedded chDB while the pipeline runs: the sink process holds the data directory (one process
   per directory), so the query goes to its loopback endpoint;
 - embedded chDB with nothing running: opened here, queried, closed.
-`{db}` in the text stands for the configured database; `{name:Type}` are query parameters.
+Wherever it runs, the query goes through the sandbox (infra/clickhouse/sandbox.py): SELECT, EXPLAIN,
+DESCRIBE and SHOW over the event store's database, which is the session's default. `{db}` in the
+text stands for that database; `{name:Type}` are query parameters.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from typing import Any
 
-from infra.clickhouse.client import clickhouse_client
 from common.errors import LustraxError
 from common.settings import Settings
 from common.tokens import issue_token
+from infra.clickhouse.sandbox import QueryRefused, run_sandboxed
 
 
 def format_table(columns: list[str], rows: list[list[Any]], max_width: int = 60) -> str:
@@ -33,12 +34,17 @@ def format_table(columns: list[str], rows: list[list[Any]], max_width: int = 60)
 
 
 def run_sql(settings: Settings, sql: str, parameters: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
-    sql = sql.replace("{db}", settings.clickhouse_database)
     if settings.clickhouse_embedded:
         answer = _ask_sink(settings, sql, parameters)
         if answer is not None:
             return answer
-    return _query_directly(settings, sql, parameters)
+    try:
+        answer = run_sandboxed(settings, sql, parameters)
+    except QueryRefused as exc:
+        raise LustraxError(f"query refused: {exc}") from None
+    except LustraxError as exc:
+        raise LustraxError(f"query failed: {exc}") from None
+    return answer["columns"], answer["rows"]
 
 
 def _ask_sink(settings: Settings, sql: str, parameters: dict[str, str]) -> tuple[list[str], list[list[Any]]] | None:
@@ -52,23 +58,8 @@ def _ask_sink(settings: Settings, sql: str, parameters: dict[str, str]) -> tuple
             body = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         error = json.loads(exc.read() or b"{}").get("error", {})
-        raise LustraxError(f"query failed: {error.get('message', exc.reason)}") from None
+        verb = "refused" if error.get("code") == "query_refused" else "failed"
+        raise LustraxError(f"query {verb}: {error.get('message', exc.reason)}") from None
     except OSError:
         return None  # no sink running: the directory is free to open here
     return body["columns"], body["rows"]
-
-
-def _query_directly(settings: Settings, sql: str, parameters: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
-    from processors.sink.query_server import run_query
-
-    try:
-        client = clickhouse_client(settings)
-    except Exception as exc:  # noqa: BLE001 - chDB's lock error, an unreachable server: one line
-        raise LustraxError(f"cannot open {settings.clickhouse_url}: {str(exc).strip().splitlines()[0]}") from None
-    try:
-        answer = run_query(client, threading.Lock(), sql, parameters)
-    except Exception as exc:  # noqa: BLE001
-        raise LustraxError(f"query failed: {str(exc).strip().splitlines()[0][:2000]}") from None
-    finally:
-        client.close()
-    return answer["columns"], answer["rows"]

@@ -14,8 +14,9 @@ from clickhouse_connect.driver.client import Client
 from common.settings import Settings
 
 
-def clickhouse_client(settings: Settings) -> Client:
+def clickhouse_client(settings: Settings, database: str | None = None) -> Client:
+    """`database` becomes the session's default (unqualified table names resolve there)."""
     url = settings.clickhouse_url
     if url.startswith("chdb://"):
         Path(url.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
-    return clickhouse_connect.get_client(dsn=url)
+    return clickhouse_connect.get_client(dsn=url, database=database)

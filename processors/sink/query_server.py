@@ -1,8 +1,10 @@
-"""Read-only queries against the engine the sink holds (`lustrax sql` uses it).
+"""The sink's loopback endpoint: analyst queries against the engine it holds, and its health.
 
 chDB lets one process open a data directory; while the sink runs, that process is the sink, so
-queries come to it over loopback HTTP: `POST /v1/query {"sql", "parameters"}` with an admin or
-analyst bearer token. Every query runs with `readonly=2` (no writes, no DDL) and returns at most MAX_ROWS rows.
+`lustrax sql` sends queries here: `POST /v1/query {"sql", "parameters"}` with an admin or analyst
+bearer token. Each query runs in the sandbox of infra/clickhouse/sandbox.py, on a client of its own,
+never on the client the sink writes through. `GET /healthz` answers 503 with the reason while the
+sink's inserts are failing, so `lustrax status` shows it as not ready.
 """
 
 from __future__ import annotations
@@ -10,42 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import date, datetime
-from decimal import Decimal
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from uuid import UUID
 
-from clickhouse_connect.driver.client import Client
-
+from common.errors import ApiError, LustraxError
+from common.settings import Settings
 from common.tokens import verify_token
-from common.errors import ApiError
+from infra.clickhouse.sandbox import QueryRefused, run_sandboxed
 
 log = logging.getLogger(__name__)
-MAX_ROWS = 10_000
 MAX_BODY_BYTES = 256 * 1024
 QUERY_ROLES = frozenset({"admin", "analyst"})
-# readonly=2: no writes and no DDL, but the limits below may still be set by the query itself.
-READONLY_SETTINGS = {"readonly": 2, "max_result_rows": MAX_ROWS, "result_overflow_mode": "break",
-                     "max_execution_time": 60}
+# None while healthy, else why not (the sink's last insert error).
+HealthCheck = Callable[[], str | None]
 
 
-def json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date | UUID | Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
-
-
-def run_query(client: Client, lock: threading.Lock, sql: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
-    with lock:
-        result = client.query(sql, parameters=parameters or None, settings=READONLY_SETTINGS)
-    return {"columns": list(result.column_names),
-            "rows": [[json_value(v) for v in row] for row in result.result_rows]}
-
-
-def make_handler(client: Client, lock: threading.Lock, jwt_secret: str) -> type[BaseHTTPRequestHandler]:
+def make_handler(settings: Settings, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
     class QueryHandler(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
@@ -56,16 +39,18 @@ def make_handler(client: Client, lock: threading.Lock, jwt_secret: str) -> type[
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-            if self.path == "/healthz":
+            if self.path != "/healthz":
+                self._reply(404, ApiError(404, "not_found", "no such path").body())
+            elif (problem := health()) is None:
                 self._reply(200, {"status": "ok"})
             else:
-                self._reply(404, ApiError(404, "not_found", "no such path").body())
+                self._reply(503, {"status": "failing", "reason": problem})
 
         def do_POST(self) -> None:  # noqa: N802
             try:
                 if self.path != "/v1/query":
                     raise ApiError(404, "not_found", "no such path")
-                principal = verify_token(jwt_secret, self.headers.get("Authorization"))
+                principal = verify_token(settings.jwt_signing_secret, self.headers.get("Authorization"))
                 if not principal.roles & QUERY_ROLES:
                     raise ApiError(403, "forbidden", "queries need an admin or analyst token", "authorization")
                 length = int(self.headers.get("Content-Length") or 0)
@@ -80,9 +65,11 @@ def make_handler(client: Client, lock: threading.Lock, jwt_secret: str) -> type[
                     raise ApiError(400, "invalid_request", 'the body must be {"sql": "...", "parameters": {}}',
                                    "sql") from None
                 try:
-                    answer = run_query(client, lock, sql, parameters)
-                except Exception as exc:  # noqa: BLE001 - ClickHouse's message is the useful answer
-                    raise ApiError(400, "query_failed", str(exc).strip().splitlines()[0][:2000], "sql") from None
+                    answer = run_sandboxed(settings, sql, parameters)
+                except QueryRefused as exc:
+                    raise ApiError(400, "query_refused", str(exc), "sql") from None
+                except LustraxError as exc:
+                    raise ApiError(400, "query_failed", str(exc), "sql") from None
                 self._reply(200, answer)
             except ApiError as error:
                 self._reply(error.status, error.body())
@@ -93,8 +80,7 @@ def make_handler(client: Client, lock: threading.Lock, jwt_secret: str) -> type[
     return QueryHandler
 
 
-def start_query_server(host: str, port: int, client: Client, lock: threading.Lock, jwt_secret: str
-                       ) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(client, lock, jwt_secret))
+def start_query_server(host: str, port: int, settings: Settings, health: HealthCheck) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(settings, health))
     threading.Thread(target=server.serve_forever, name="query-server", daemon=True).start()
     return server

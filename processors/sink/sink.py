@@ -92,6 +92,7 @@ class ClickHouseSink:
         }, logger=log)
         self.batch = Batch()
         self.stopping = threading.Event()
+        self.insert_error: str | None = None  # the last insert failure until one succeeds (/healthz)
 
     def run(self) -> None:
         self.consumer.subscribe(sink_topics(), on_revoke=self._on_revoke)
@@ -144,8 +145,10 @@ class ClickHouseSink:
             try:
                 self._park()
                 self._insert_all()
+                self.insert_error = None
                 break
             except Exception as exc:  # noqa: BLE001 - any ClickHouse failure: keep the batch, back off
+                self.insert_error = str(exc) or repr(exc)
                 if self.stopping.is_set() and delay >= MAX_BACKOFF_S:
                     raise
                 log.warning("ClickHouse insert failed (%s); retrying in %.1f s", exc, delay)

@@ -47,6 +47,11 @@ def test_up_detached_then_status_then_down_leaves_nothing_running(tmp_path: Path
     assert env["LUSTRAX_KAFKA_BOOTSTRAP"] in up.stdout and env["LUSTRAX_S3_ENDPOINT"] in up.stdout
     assert f"127.0.0.1:{env['LUSTRAX_INGEST_PORT']}" in up.stdout
     try:
+        # `lustrax sql` through the real sink process: refused statements leave it ready
+        refused = _lustrax(env, "sql", "DROP TABLE lustrax.heat_scores")
+        assert refused.returncode == 1 and "query refused" in refused.stderr
+        answered = _lustrax(env, "sql", "SELECT count() AS n FROM heat_scores")
+        assert answered.returncode == 0, answered.stderr
         status = _lustrax(env, "status")
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("ready") == 7  # kafka, s3, clickhouse, ingest, transcode, sink, heat
