@@ -3,7 +3,6 @@ stream behind it flows on (real broker, real ClickHouse engine, the sink as in p
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from common.settings import Settings
 from lustrax.dead_letters import list_dead_letters, replay
 from processors.sink.query_server import start_query_server
 from processors.sink.rows import TABLE_OF_SCHEMA
+from processors.sink.service import sink_health
 from schemas.codec import encode
 from schemas.dead_letters import REPLAY_HEADER
 from schemas.topics import TOPIC_BY_SCHEMA
@@ -29,8 +29,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def analyst_path(stack: Settings, clickhouse: Any, sink: Any) -> Iterator[Settings]:
     """`lustrax sql`'s route while a stack runs: the sink process's loopback query endpoint."""
-    server = start_query_server("127.0.0.1", stack.sink_query_port, clickhouse, threading.Lock(),
-                                stack.jwt_signing_secret)
+    server = start_query_server("127.0.0.1", stack.sink_query_port, stack, lambda: sink_health(sink))
     yield stack
     server.shutdown()
 
