@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import faust
@@ -39,6 +40,9 @@ def faust_app(name: str, settings: Settings, web_port: int, **config: Any) -> fa
         topic_disable_leader=True,  # no assignor leader topic: every worker is equal here
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Static membership: a restarted worker (same host) rejoins at once with its partitions,
+        # instead of waiting out the session of the member it replaces.
+        consumer_group_instance_id=f"lustrax-{name}-{socket.gethostname()}",
         **config,
     )
     app.transport = Transport(app.conf.broker_consumer, app)  # before any topic: they bind to it
