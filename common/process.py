@@ -122,12 +122,8 @@ class ManagedProcess:
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
             return
-        stop_process_group(self.popen.pid, timeout_s)
+        stop_process_groups([self.popen.pid], timeout_s)
         self.popen.wait(timeout=5)
-
-
-def stop_process_group(pid: int, timeout_s: float = 20.0) -> None:
-    stop_process_groups([pid], timeout_s)
 
 
 def stop_process_groups(pids: Iterable[int], timeout_s: float = 20.0) -> None:

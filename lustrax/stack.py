@@ -125,12 +125,6 @@ class LocalStack:
         if self.guard is not None and component.process is not None and component.process.pid:
             self.guard.watch(component.process.pid)  # its process group: start_new_session
 
-    def failed_component(self) -> Component | None:
-        for component in self.started:
-            if component.process is not None and component.process.exited() is not None:
-                return component
-        return None
-
     def supervise(self) -> None:
         """Keep the stack up until interrupted (SIGTERM/SIGINT raise KeyboardInterrupt in `lustrax up`)."""
         while True:
