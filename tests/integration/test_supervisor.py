@@ -3,13 +3,15 @@
 Under traffic through the ingest API, each component is killed with SIGKILL in turn: it comes back
 (its restart count rises, it answers again) and every acknowledged event is stored exactly once.
 Then repeated failures give a component up (status names it and its log) until `lustrax restart`,
-and a SIGKILL of the supervisor leaves no process behind.
+and a SIGKILL of the supervisor leaves no process behind, grandchildren (ffmpeg's case) included.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from common.process import pid_alive
 from common.settings import Settings, load_settings
 from common.tokens import issue_token
 from infra.clickhouse.analyst import run_sql
@@ -200,3 +203,47 @@ def test_sigkill_of_the_supervisor_leaves_no_process_behind(
     assert _processes_using(home) == []
     status = _lustrax(env, "status")
     assert status.returncode == 1 and "supervisor  DOWN" in status.stdout
+
+
+SUPERVISOR_SCRIPT = """
+import sys, time
+from pathlib import Path
+from common.process import GroupGuard, ManagedProcess
+logs = Path(sys.argv[1])
+guard = GroupGuard(logs / "guard.log")
+guard.start()
+child = ManagedProcess("child", ["sh", "-c", "sleep 300 & echo $! > " + str(logs / "grandchild.pid") + "; wait"],
+                       logs / "child.log")
+child.start()
+guard.watch(child.pid)
+print(child.pid, guard.popen.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_grandchildren_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """The transcode worker's ffmpeg case: PDEATHSIG ends the child, the guard ends what it started."""
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE,
+                                  text=True)
+    assert supervisor.stdout is not None
+    child, guard = (int(pid) for pid in supervisor.stdout.readline().split())
+    pid_file = tmp_path / "grandchild.pid"
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert pid_alive(child) and pid_alive(grandchild)
+    supervisor.kill()
+    supervisor.wait()
+    deadline = time.monotonic() + 5
+    while any(pid_alive(p) and _not_zombie(p) for p in (child, grandchild, guard)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(p) and _not_zombie(p) for p in (child, grandchild, guard))
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
