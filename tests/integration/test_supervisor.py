@@ -30,6 +30,7 @@ from infra.kafka.broker import broker_answers
 from infra.s3.server import s3_answers
 from lustrax.services import http_ok
 from lustrax.stack import read_state
+from tests.helpers import heat_worker_counts
 from tests.integration.test_cli import _fresh_env, _lustrax, _processes_using
 
 pytestmark = pytest.mark.integration
@@ -153,6 +154,11 @@ def test_each_component_killed_under_traffic_comes_back_and_no_acknowledged_even
     missing = traffic.acked - stored.keys()
     assert not missing, f"{len(missing)} of {len(traffic.acked)} acknowledged events not stored"
     assert set(stored.values()) == {1}
+    # The restarted heat worker consumes too (a rejoin that leaves it idle would still answer /healthz).
+    deadline = time.monotonic() + 60
+    while (taken := heat_worker_counts(settings))["applied"] + taken["duplicate_or_late"] == 0:
+        assert time.monotonic() < deadline, f"the restarted heat worker took no event: {dict(taken)}"
+        time.sleep(1)
 
     status = _lustrax(env, "status")
     assert status.returncode == 0, status.stdout
