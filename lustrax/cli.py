@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from common.errors import ComponentError, LustraxError
-from common.process import pid_alive, tail
+from common.errors import LustraxError
+from common.process import tail
 from common.settings import Settings, load_settings
 
 
