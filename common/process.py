@@ -1,4 +1,10 @@
-"""Child processes of the local stack: started with their output in a log file, stopped as a group."""
+"""Child processes of the local stack: started with their output in a log file, stopped as a group.
+
+Children die with the supervisor, always: each gets SIGKILL from the kernel when the thread that
+started it dies (PR_SET_PDEATHSIG; a Faust worker would take seconds over a SIGTERM), and a
+`GroupGuard` process SIGKILLs each child's whole process group (ffmpeg and other grandchildren
+included) the moment the supervisor's end of a pipe closes, however the supervisor died.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,25 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ComponentError
 
 _PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child: own process group, and SIGTERM when the supervisor dies (no orphans)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL when the parent (thread) dies; exit at once if it died before the prctl."""
+    def setup() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+    return setup
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -84,7 +96,7 @@ class ManagedProcess:
                     env={**os.environ, **(self.env or {})},
                     cwd=self.cwd,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent if self.tie_to_parent else None,
+                    preexec_fn=_die_with_parent(os.getpid()) if self.tie_to_parent else None,
                 )
             except OSError as exc:
                 raise ComponentError(self.name, f"cannot start {self.argv[0]}: {exc.strerror}", self.log_path) from None
@@ -110,24 +122,111 @@ class ManagedProcess:
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
             return
-        stop_process_group(self.popen.pid, timeout_s)
+        stop_process_groups([self.popen.pid], timeout_s)
         self.popen.wait(timeout=5)
 
 
-def stop_process_group(pid: int, timeout_s: float = 20.0) -> None:
-    """SIGTERM the child's process group, then SIGKILL what is left after `timeout_s`."""
+def stop_process_groups(pids: Iterable[int], timeout_s: float = 20.0) -> None:
+    """SIGTERM the process groups together, SIGKILL what is left after `timeout_s`; once each leader
+    is gone, SIGKILL its group too, for grandchildren that outlived it."""
+    leaders = list(pids)
+    pending = leaders
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
+        for pid in pending:
+            signal_group(pid, sig)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                # Reaps our own child; for a pid from a pid file (not our child) fall back to kill(0).
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            except ChildProcessError:
-                if not pid_alive(pid):
-                    return
-            time.sleep(0.1)
+        while pending and time.monotonic() < deadline:
+            pending = [pid for pid in pending if not _reaped(pid)]
+            if pending:
+                time.sleep(0.1)
+        if not pending:
+            break
+    for pid in leaders:
+        signal_group(pid, signal.SIGKILL)
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send `sig` to a process group that may already be gone."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        # Reaps our own child; for a pid from a pid file (not our child) fall back to kill(0).
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return not pid_alive(pid)
+
+
+class GroupGuard:
+    """A small process that SIGKILLs every watched process group once the supervisor is gone.
+
+    The supervisor holds the write end of a pipe and announces each child's group (`+pgid`) and its
+    end (`-pgid`); the guard reads until end of file, which the kernel delivers however the
+    supervisor ended (kill -9 included), then kills what is still announced.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.watched: set[int] = set()
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._write_fd = -1
+
+    def start(self) -> None:
+        read_fd, self._write_fd = os.pipe()  # not inherited by other children (close_fds)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen([sys.executable, "-m", "common.process", str(read_fd)],
+                                          pass_fds=(read_fd,), stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        os.close(read_fd)
+        for pgid in self.watched:
+            self._send(f"+{pgid}")
+
+    def ensure_running(self) -> None:
+        """Start a new guard (with everything watched) if someone killed this one."""
+        if self.popen is not None and self.popen.poll() is not None:
+            os.close(self._write_fd)
+            self.start()
+
+    def watch(self, pgid: int) -> None:
+        self.watched.add(pgid)
+        self._send(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self.watched.discard(pgid)
+        self._send(f"-{pgid}")
+
+    def close(self) -> None:
+        if self.popen is None:
+            return
+        os.close(self._write_fd)
+        self.popen.wait(timeout=10)
+        self.popen = None
+
+    def _send(self, line: str) -> None:
+        try:
+            os.write(self._write_fd, f"{line}\n".encode())
+        except OSError:
+            pass  # the guard died: ensure_running() starts another with everything watched
+
+
+def _guard_main(read_fd: int) -> None:
+    # Ctrl-C in the supervisor's terminal is the supervisor's to handle; it closes the pipe after.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    watched: set[int] = set()
+    with os.fdopen(read_fd, "rb") as pipe:
+        for raw in pipe:
+            line = raw.decode().strip()
+            if line[:1] in "+-" and line[1:].isdigit():
+                (watched.add if line[0] == "+" else watched.discard)(int(line[1:]))
+    for pgid in watched:
+        signal_group(pgid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    _guard_main(int(sys.argv[1]))

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     like_update_min_change: float = Field(default=0.1, gt=0)
 
     startup_timeout_s: float = Field(default=90.0, gt=0)
+    # The supervisor (lustrax/restart_policy.py): a component that exits is restarted with backoff;
+    # more than restart_max_failures exits within restart_window_s and it is given up.
+    restart_max_failures: int = Field(default=5, ge=0)
+    restart_window_s: float = Field(default=120.0, gt=0)
+    restart_backoff_max_s: float = Field(default=15.0, gt=0)
+    # How long a service may take to stop on SIGTERM before it is killed (`lustrax down`).
+    stop_timeout_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> "Settings":

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from common.errors import ComponentError, LustraxError
-from common.process import pid_alive, tail
+from common.errors import LustraxError
+from common.process import tail
 from common.settings import Settings, load_settings
 
 
@@ -22,10 +22,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     if args.detach:
         return _up_detached(settings)
-    from lustrax.stack import LocalStack, read_state
+    from lustrax.stack import LocalStack, running_state
 
-    state = read_state(settings)
-    if state and pid_alive(int(state.get("supervisor_pid", 0))):  # type: ignore[arg-type]
+    state = running_state(settings)
+    if state:
         raise LustraxError(f"a stack is already running (pid {state['supervisor_pid']}); `lustrax down` stops it")
     # Ctrl-C and `lustrax down` (SIGTERM) both stop the stack in order, even when started from a
     # shell that ignores SIGINT for background jobs.
@@ -39,14 +39,16 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             print(f"  {endpoint.name:<11} {endpoint.address:<45} {endpoint.detail}")
         print(f"lustrax: ready in {stack.timings['ready']:.1f} s; logs in {settings.logs_dir}; Ctrl-C stops",
               flush=True)
-        while (failed := stack.failed_component()) is None:
-            time.sleep(0.5)
-        raise ComponentError(failed.name, "stopped unexpectedly", failed.log_path)
+        stack.supervise()  # restarts what exits; returns only through KeyboardInterrupt
     except KeyboardInterrupt:
         print("\nlustrax: stopping ...", flush=True)
+        began = time.monotonic()
+        stack.stop()
+        print(f"lustrax: stopped in {time.monotonic() - began:.1f} s", flush=True)
         return 0
     finally:
         stack.stop()
+    return 0
 
 
 def _up_detached(settings: Settings) -> int:
@@ -81,12 +83,34 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from lustrax.stack import probe_components
+    from lustrax.stack import probe_components, read_state, running_state
 
     results = probe_components(settings)
+    state = running_state(settings)
+    supervised = dict(state["components"]) if state else {}
+    ok_all = all(ok for ok, _ in results.values())
     for name, (ok, detail) in results.items():
-        print(f"  {name:<11} {'ready' if ok else 'DOWN':<6} {detail}")
-    return 0 if all(ok for ok, _ in results.values()) else 1
+        entry = supervised.get(name)
+        word = "ready" if ok else "DOWN"
+        if entry is not None:
+            if entry["state"] == "failed":
+                word, ok_all = "FAILED", False
+                detail = f"{detail}; given up after repeated failures (log: {entry['log']})"
+            detail = f"{detail}  restarts: {entry['restarts']}"
+        print(f"  {name:<11} {word:<6} {detail}")
+    if state is None and read_state(settings) is not None:
+        # A state file without its supervisor: whatever still answers is not being kept up.
+        print("  supervisor  DOWN   not running (`lustrax down` cleans up, `lustrax up` starts again)")
+        ok_all = False
+    return 0 if ok_all else 1
+
+
+def cmd_restart(settings: Settings, args: argparse.Namespace) -> int:
+    from lustrax.stack import request_restart
+
+    entry = request_restart(settings, args.component, settings.startup_timeout_s + 30)
+    print(f"lustrax: {args.component} restarted (pid {entry['pid']}, restarts: {entry['restarts']})")
+    return 0
 
 
 def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
@@ -226,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop a running local stack").set_defaults(handler=cmd_down)
     sub.add_parser("status", help="what answers; exits non-zero while anything is down").set_defaults(
         handler=cmd_status)
+    restart = sub.add_parser("restart", help="restart one component of the running stack and wait until it answers")
+    restart.add_argument("component", help="kafka, s3, ingest, transcode, sink or heat")
+    restart.set_defaults(handler=cmd_restart)
     sub.add_parser("setup", help="fetch Kafka (Maven) and build versitygw (Go) into the cache").set_defaults(
         handler=cmd_setup)
     sub.add_parser("provision", help="create topics and buckets, apply ClickHouse migrations (idempotent)"

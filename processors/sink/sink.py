@@ -17,6 +17,7 @@ dead letters land in the `dead_letters` table (schemas/dead_letters.py).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -89,6 +90,9 @@ class ClickHouseSink:
             "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "max.poll.interval.ms": 600_000,
             "partition.assignment.strategy": "cooperative-sticky",
+            # Static membership: a restarted sink (same host) takes its partitions back at once
+            # instead of waiting out the session of the member it replaces.
+            "group.instance.id": f"{group_id}-{socket.gethostname()}",
         }, logger=log)
         self.batch = Batch()
         self.stopping = threading.Event()

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,20 @@ def _fresh_env(home: Path) -> dict[str, str]:
 
 
 def _processes_using(home: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if str(home) in line and "ps -eo" not in line]
+    """Processes of the stack in `home`: named in their command line or in their LUSTRAX_HOME
+    (the services, the guard and their children such as ffmpeg)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if args and (str(home) in args or f"LUSTRAX_HOME={home}".encode() in environ):
+            found.append(f"{proc.name} {args}")
+    return found
 
 
 def test_up_detached_then_status_then_down_leaves_nothing_running(tmp_path: Path) -> None:
@@ -56,8 +69,11 @@ def test_up_detached_then_status_then_down_leaves_nothing_running(tmp_path: Path
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("ready") == 7  # kafka, s3, clickhouse, ingest, transcode, sink, heat
     finally:
+        began = time.monotonic()
         down = _lustrax(env, "down")
+        down_s = time.monotonic() - began
     assert down.returncode == 0 and "stopped" in down.stdout
+    assert down_s < 20, f"`lustrax down` took {down_s:.1f} s"  # services, then the broker, in seconds
     assert _processes_using(tmp_path) == []
     after = _lustrax(env, "status")
     assert after.returncode == 1 and "DOWN" in after.stdout
