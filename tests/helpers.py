@@ -99,3 +99,26 @@ def heat_worker_counts(settings: Any) -> dict[str, float]:
             elif sample.name == "lustrax_heat_event_lag_seconds_count":
                 counts["lag_observed"] += sample.value
     return counts
+
+
+
+def wait_until_caught_up(bootstrap: str, group: str, topics: list[str], timeout_s: float = 90.0) -> None:
+    """Until `group` has committed every message already on `topics` (earlier test modules leave
+    events there that a new worker reads first)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in probe.list_topics(topic, timeout=10).topics[topic].partitions]
+        ends = {(tp.topic, tp.partition): probe.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            committed = probe.committed(partitions, timeout=10)
+            if all(tp.offset >= ends[(tp.topic, tp.partition)] or ends[(tp.topic, tp.partition)] == 0
+                   for tp in committed):
+                return
+            time.sleep(0.5)
+    finally:
+        probe.close()
+    raise AssertionError(f"{group} did not catch up with {topics} within {timeout_s} s")

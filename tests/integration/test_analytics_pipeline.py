@@ -23,7 +23,7 @@ from processors.heat_score.state import WindowStats
 from processors.sink.sink import ClickHouseSink
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import heat_worker_counts, records_on, running_service
+from tests.helpers import wait_until_caught_up, heat_worker_counts, records_on, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def heat_worker(stack: Settings) -> Iterator[Settings]:
     settings = stack.model_copy(update={"heat_web_port": free_port(), "heat_emit_interval_s": 1.0,
-                                        "like_update_min_interval_s": 1.0})
+                                        "like_update_min_interval_s": 1.0, "heat_checkpoint_interval_s": 1.0})
     with running_service(settings, "heat", settings.heat_web_port):
+        # Counting starts once the worker has taken what earlier modules left on its topics.
+        wait_until_caught_up(settings.kafka_bootstrap, "lustrax-heat",
+                             [TOPIC_BY_SCHEMA[s].name for s in ("VideoView", "VideoLike", "WatchTick")])
         yield settings
 
 
