@@ -52,3 +52,16 @@ SELECT event_id, getSetting('insert_deduplication_token') AS insert_token FROM `
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.event_ids_heat_scores_mv TO `{db}`.event_ids AS
 SELECT event_id, getSetting('insert_deduplication_token') AS insert_token FROM `{db}`.heat_scores;
+
+-- The rollups are ordered by (video_id, bucket): a time range across all videos reads every
+-- granule of its partitions and decodes their uniq and maxMap states. A projection ordered by the
+-- bucket lets a short window (trending_now's edge minutes, a few hours of completion_by_video)
+-- read only its own rows; ClickHouse picks it when it reads fewer marks. It doubles the rollups'
+-- storage. 'rebuild' keeps it correct through AggregatingMergeTree merges. MATERIALIZE builds it
+-- for the parts written before (a background mutation; new parts get it at insert).
+ALTER TABLE `{db}`.video_stats_1m MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild';
+ALTER TABLE `{db}`.video_stats_1m ADD PROJECTION IF NOT EXISTS by_minute (SELECT * ORDER BY minute);
+ALTER TABLE `{db}`.video_stats_1m MATERIALIZE PROJECTION by_minute;
+ALTER TABLE `{db}`.video_stats_1h MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild';
+ALTER TABLE `{db}`.video_stats_1h ADD PROJECTION IF NOT EXISTS by_hour (SELECT * ORDER BY hour);
+ALTER TABLE `{db}`.video_stats_1h MATERIALIZE PROJECTION by_hour;
