@@ -1,21 +1,24 @@
 """trending_now reads whole hours from the hourly rollup and only the edge minutes from the minute
-rollup; its answers must equal the minute-only query it replaced, to the last count."""
+rollup, and merges states only for its top videos; completion_by_video merges states only for its
+top videos. Their answers must equal the one-pass queries they replaced, to the last count."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.analytics import MINUTE_ONLY_TRENDING, generate
+from bench.analytics import generate, minute_only_trending, one_pass_completion
 from infra.clickhouse.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
-TRENDING = (Path(__file__).resolve().parents[2] / "infra" / "clickhouse" / "queries" / "trending_now.sql").read_text()
+QUERIES = Path(__file__).resolve().parents[2] / "infra" / "clickhouse" / "queries"
+TRENDING = (QUERIES / "trending_now.sql").read_text()
+COMPLETION = (QUERIES / "completion_by_video.sql").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def _both(clickhouse: Any, db: str, minutes: int, limit: int = 1000) -> tuple[li
         minute = datetime.now(UTC).replace(second=0, microsecond=0)
         parameters = {"minutes": minutes, "limit": limit}
         new = clickhouse.query(TRENDING.replace("{db}", db), parameters=parameters).result_rows
-        old = clickhouse.query(MINUTE_ONLY_TRENDING.replace("{db}", db), parameters=parameters).result_rows
+        old = clickhouse.query(minute_only_trending().replace("{db}", db), parameters=parameters).result_rows
         if datetime.now(UTC).replace(second=0, microsecond=0) == minute:
             return new, old
 
@@ -41,6 +44,18 @@ def _both(clickhouse: Any, db: str, minutes: int, limit: int = 1000) -> tuple[li
 @pytest.mark.parametrize("minutes", [1, 59, 60, 61, 90, 119, 1440, 1441, 2000])
 def test_trending_now_equals_the_minute_only_query(clickhouse: Any, db: str, minutes: int, limit: int) -> None:
     new, old = _both(clickhouse, db, minutes, limit)
+    assert new == old
+    assert 0 < len(new) <= limit
+
+
+@pytest.mark.parametrize("limit", [3, 25, 1000])
+@pytest.mark.parametrize("hours", [1, 5, 24, 47])
+def test_completion_by_video_equals_the_one_pass_query(clickhouse: Any, db: str, hours: int, limit: int) -> None:
+    until = datetime.now(UTC).replace(microsecond=0)
+    parameters = {"since": (until - timedelta(hours=hours, minutes=20)).strftime("%Y-%m-%d %H:%M:%S"),
+                  "until": until.strftime("%Y-%m-%d %H:%M:%S"), "limit": limit}
+    new = clickhouse.query(COMPLETION.replace("{db}", db), parameters=parameters).result_rows
+    old = clickhouse.query(one_pass_completion().replace("{db}", db), parameters=parameters).result_rows
     assert new == old
     assert 0 < len(new) <= limit
 
