@@ -4,8 +4,8 @@ A batch closes at LUSTRAX_SINK_BATCH_ROWS rows or LUSTRAX_SINK_BATCH_INTERVAL_S 
 comes first. Offsets are committed only after every table of the batch was inserted, so a crash
 re-reads and re-inserts. Two layers of dedup make that harmless: each insert carries an
 `insert_deduplication_token` built from the topic/partition/offset ranges it holds (a retried batch
-is dropped by ClickHouse), and the tables are ReplacingMergeTree keyed by event_id (a duplicate
-from any other cause collapses; `FINAL` gives exact counts at once).
+is dropped by ClickHouse), and events whose event_id is already stored are dropped before the
+insert (processors/sink/dedup.py: a retried event counts once, whatever occurred_at it carries).
 
 While ClickHouse refuses inserts, the sink keeps the batch, pauses its partitions (memory stays at
 one batch), keeps polling so the group does not drop it, and retries with backoff up to 30 s.
@@ -28,6 +28,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from infra.kafka.producer import OutgoingMessage, produce_acknowledged
+from processors.sink.dedup import batch_event_ids, drop_seen, stored_event_ids
 from processors.sink.rows import MAPPING_BY_TABLE, TABLE_OF_SCHEMA
 from schemas.codec import decode
 from schemas.dead_letters import DeadLetter, from_message
@@ -177,7 +178,10 @@ class ClickHouseSink:
 
     def _insert_all(self) -> None:
         with self.lock:
-            for table, rows in self.batch.rows.items():
+            # Drop events already stored (a retry with the same event_id): exact counts everywhere.
+            own_tokens = [self.batch.token(table) for table in self.batch.rows]
+            seen = stored_event_ids(self.client, self.database, batch_event_ids(self.batch.rows), own_tokens)
+            for table, rows in drop_seen(self.batch.rows, seen).items():
                 if rows:
                     columns = list(MAPPING_BY_TABLE[table].columns)
                     self.client.insert(f"`{self.database}`.`{table}`", rows, column_names=columns,

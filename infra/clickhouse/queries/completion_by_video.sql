@@ -5,7 +5,9 @@
 -- A session is completed when one of its ticks reached 90 % of the video (position_ms >=
 -- 0.9 * duration_ms); completion_rate is completed sessions over sessions started (distinct
 -- session_id among views). The distinct counts are not affected by duplicate events.
--- Ranked by sessions started, then video_id.
+-- Ranked by sessions started, then video_id. Two passes: sessions started pick the top {limit}
+-- videos and every video tied with the last of them; only those merge the other states (the
+-- maxMap of watch time is the expensive one). The result equals one pass over every video.
 --
 -- Parameters:
 --   {since:DateTime('UTC')}  start of the period, e.g. '2025-06-01 00:00:00' (UTC)
@@ -17,6 +19,22 @@
 -- started before {since} can complete inside the period), watch_time_ms (sum over sessions of
 -- the furthest position reached), video_duration_ms, avg_watched_fraction (watch_time_ms over
 -- watched_sessions * video_duration_ms).
+WITH
+    in_period AS
+    (
+        SELECT video_id, view_sessions, watched_sessions, completed_sessions, session_max_position_ms,
+               video_duration_ms
+        FROM `{db}`.video_stats_1h
+        WHERE hour >= toStartOfHour({since:DateTime('UTC')}) AND hour < {until:DateTime('UTC')}
+    ),
+    candidates AS
+    (
+        -- a video left out by the HAVING below has no sessions: it can only tie at 0
+        SELECT video_id FROM in_period
+        GROUP BY video_id
+        ORDER BY uniqMerge(view_sessions) DESC
+        LIMIT {limit:UInt32} WITH TIES
+    )
 SELECT
     video_id,
     uniqMerge(view_sessions) AS sessions,
@@ -27,8 +45,8 @@ SELECT
     max(video_duration_ms) AS video_duration_ms,
     if(watched_sessions = 0 OR video_duration_ms = 0, 0,
        watch_time_ms / (watched_sessions * video_duration_ms)) AS avg_watched_fraction
-FROM `{db}`.video_stats_1h
-WHERE hour >= toStartOfHour({since:DateTime('UTC')}) AND hour < {until:DateTime('UTC')}
+FROM in_period
+WHERE video_id IN candidates
 GROUP BY video_id
 HAVING sessions > 0 OR watched_sessions > 0
 ORDER BY sessions DESC, video_id
