@@ -19,21 +19,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import ApiError
+from producers.text import DisplayText
 
 VIDEO_ID_PATTERN = re.compile(r"^[a-z2-7]{24}$")
 # Containers ffmpeg reads well and that browsers upload; the magic bytes are checked on completion.
 ALLOWED_CONTENT_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
 UPLOADED_EVENT_NAMESPACE = uuid.UUID("6f1d3a5e-5c0b-4c89-9a57-3f5f0f1f7a11")
 
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[\w\- ]+$")]
+Tag = Annotated[str, DisplayText(40, pattern=r"^[\w\- ]+$")]
 
 
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    title: Annotated[str, DisplayText(200)]
     content_type: str
     size_bytes: int = Field(gt=0, strict=True)
     premium: bool = False
