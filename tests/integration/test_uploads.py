@@ -110,6 +110,10 @@ def test_unknown_or_malformed_video_ids_are_404(api: httpx.Client, stack: Settin
         ({"size_bytes": 0}, 422, "size_bytes"),
         ({"title": ""}, 422, "title"),
         ({"title": "t" * 201}, 422, "title"),
+        ({"title": "holiday\u202egpj.exe"}, 422, "title"),  # right-to-left override
+        ({"title": "two\nlines"}, 422, "title"),
+        ({"title": "hidden\u200bword"}, 422, "title"),  # zero-width space
+        ({"tags": ["ok", "x\u2066y"]}, 422, "tags[1]"),  # bidi isolate
         ({"tags": ["x"] * 21}, 422, "tags"),
         ({"tags": ["<script>"]}, 422, "tags[0]"),
         ({"key": "../../other"}, 422, "key"),
@@ -126,3 +130,10 @@ def test_bad_upload_requests_name_the_field(api: httpx.Client, stack: Settings, 
 def test_uploads_need_a_token(api: httpx.Client, tmp_path: Path) -> None:
     response = api.post("/v1/uploads", json={"title": "t", "content_type": "video/mp4", "size_bytes": 10})
     assert response.status_code == 401
+
+
+def test_a_bidi_override_in_a_title_is_named(api: httpx.Client, stack: Settings) -> None:
+    body = {"title": "holiday\u202egpj.exe", "content_type": "video/mp4", "size_bytes": 1000}
+    error = api.post("/v1/uploads", json=body, headers=token(stack, "u")).json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_value", "title")
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE at position 7" in error["message"]
