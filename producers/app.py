@@ -28,7 +28,7 @@ from common.errors import ApiError
 from common.settings import Settings
 from infra.kafka.producer import AsyncProducer, producer_config
 from infra.s3.buckets import s3_client
-from producers.deps import KIND_KEY, error_response
+from producers.deps import KIND_KEY, error_response, service_of
 from producers.openapi import openapi_document
 from producers.routers import events, health, uploads
 from producers.service import IngestService
@@ -62,8 +62,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Fas
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-        service: IngestService = request.app.state.service
-        service.metrics.rejected.labels(request.scope.get(KIND_KEY, "unknown"), exc.code).inc()
+        service_of(request).metrics.rejected.labels(request.scope.get(KIND_KEY, "unknown"), exc.code).inc()
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
