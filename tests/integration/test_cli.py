@@ -93,5 +93,6 @@ def test_token_ttl_over_the_maximum_is_a_one_line_error(tmp_path: Path) -> None:
     refused = _lustrax(env, "token", "--user", "u", "--ttl", "601", timeout=60)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "LUSTRAX_JWT_MAX_TTL_S (600 s)" in refused.stderr
-    issued = _lustrax(env, "token", "--user", "u", "--ttl", "600", timeout=60)
-    assert issued.returncode == 0 and issued.stdout.count(".") == 2  # header.claims.signature
+    for ttl in (["--ttl", "600"], []):  # no --ttl: the default is capped at the maximum
+        issued = _lustrax(env, "token", "--user", "u", *ttl, timeout=60)
+        assert issued.returncode == 0 and issued.stdout.count(".") == 2, issued.stderr  # header.claims.signature
