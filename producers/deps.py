@@ -1,9 +1,9 @@
 """Dependencies of the ingest API's routes: the service, the principal, the JSON body.
 
 Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a cost
-the ingest hot path should not pay. None depends on another (each FastAPI dependency costs ~10 µs
-a request to solve): they take the service from the request themselves. Errors are ApiErrors,
-rendered by producers/app.py.
+the ingest hot path should not pay. None depends on another (FastAPI 0.165 takes ~15 µs to solve
+each dependency of each request): they take the service from the request themselves. Errors are
+ApiErrors, rendered by producers/app.py.
 """
 
 from __future__ import annotations
