@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
+from common.tokens import DEFAULT_MAX_TTL_S
 
 ENV_PREFIX = "LUSTRAX_"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
     # Delivery
     cdn_base: str | None = None
     jwt_secret: str | None = None
+    # Longest token lifetime (exp - iat) the APIs accept, and that `lustrax token --ttl` issues.
+    jwt_max_ttl_s: int = Field(default=DEFAULT_MAX_TTL_S, gt=0)
 
     # Services (later issues add theirs here)
     ingest_host: str = "127.0.0.1"

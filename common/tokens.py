@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -13,6 +14,10 @@ from common.errors import ApiError
 ALGORITHM = "HS256"
 PRIVILEGED_ROLES = frozenset({"admin", "service"})
 MAX_SUBJECT_LENGTH = 128
+# The default of Settings.jwt_max_ttl_s: a leaked token is good for a week at most.
+DEFAULT_MAX_TTL_S = 7 * 24 * 3600
+# Issuers' clocks drift: an `iat` this far ahead of ours is still accepted.
+MAX_CLOCK_SKEW_S = 60
 
 
 @dataclass(frozen=True)
@@ -34,31 +39,45 @@ def issue_token(secret: str, user_id: str, roles: tuple[str, ...] = (), ttl_s: i
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_token(secret: str, authorization: str | None, now: float | None = None) -> Principal:
-    """The principal of an `Authorization: Bearer <jwt>` header; 401 when absent, invalid or expired."""
+def _numeric_claim(claims: dict[str, object], name: str) -> float:
+    value = claims[name]
+    # json.loads reads NaN and Infinity: a forged `exp: NaN` compares false with everything.
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ApiError(401, "invalid_token", f"the token's {name} must be a finite number", "authorization")
+    return float(value)
+
+
+def verify_token(secret: str, authorization: str | None, now: float | None = None,
+                 max_ttl_s: float = DEFAULT_MAX_TTL_S) -> Principal:
+    """The principal of an `Authorization: Bearer <jwt>` header; 401 when absent, invalid, expired,
+    issued in the future or living longer than `max_ttl_s` (exp - iat)."""
     if not authorization:
         raise ApiError(401, "unauthenticated", "an Authorization: Bearer token is required", "authorization")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthenticated", "the Authorization header must be `Bearer <token>`", "authorization")
     try:
-        # Expiry is checked below against `now`, so that it is the same clock as the verifier's cache.
+        # exp and iat are checked below against `now`, so that it is the same clock as the verifier's cache.
         claims = jwt.decode(token.strip(), secret, algorithms=[ALGORITHM],
-                            options={"require": ["sub", "exp"], "verify_exp": False})
+                            options={"require": ["sub", "exp", "iat"], "verify_exp": False, "verify_iat": False})
     except jwt.PyJWTError as exc:
         raise ApiError(401, "invalid_token", f"the token is not valid: {exc}", "authorization") from None
-    expires_at = claims["exp"]
-    if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
-        raise ApiError(401, "invalid_token", "the token's exp must be a number", "authorization")
-    if expires_at <= (time.time() if now is None else now):
+    now = time.time() if now is None else now
+    expires_at, issued_at = _numeric_claim(claims, "exp"), _numeric_claim(claims, "iat")
+    if expires_at <= now:
         raise ApiError(401, "token_expired", "the token has expired", "authorization")
+    if issued_at > now + MAX_CLOCK_SKEW_S:
+        raise ApiError(401, "invalid_token", "the token's iat lies in the future", "authorization")
+    if expires_at - issued_at > max_ttl_s:
+        raise ApiError(401, "token_lifetime_too_long",
+                       f"the token's lifetime (exp - iat) exceeds the maximum of {max_ttl_s:.0f} s", "authorization")
     subject = claims["sub"]
     roles = claims.get("roles", [])
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
         raise ApiError(401, "invalid_token", "the token's subject is not a valid user id", "authorization")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise ApiError(401, "invalid_token", "the token's roles must be a list of strings", "authorization")
-    return Principal(subject, frozenset(roles), float(expires_at))
+    return Principal(subject, frozenset(roles), expires_at)
 
 
 class TokenVerifier:
@@ -68,9 +87,10 @@ class TokenVerifier:
     token is still refused once it expires.
     """
 
-    def __init__(self, secret: str, max_tokens: int = 10_000) -> None:
+    def __init__(self, secret: str, max_tokens: int = 10_000, max_ttl_s: float = DEFAULT_MAX_TTL_S) -> None:
         self.secret = secret
         self.max_tokens = max_tokens
+        self.max_ttl_s = max_ttl_s
         self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     def verify(self, authorization: str | None, now: float | None = None) -> Principal:
@@ -78,7 +98,7 @@ class TokenVerifier:
         principal = self._verified.get(authorization) if authorization else None
         if principal is None or principal.expires_at <= now:
             self._verified.pop(authorization or "", None)
-            principal = verify_token(self.secret, authorization, now)
+            principal = verify_token(self.secret, authorization, now, self.max_ttl_s)
             self._verified[authorization] = principal  # type: ignore[index]
             if len(self._verified) > self.max_tokens:
                 self._verified.popitem(last=False)

@@ -133,7 +133,7 @@ def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.service == "ingest":
-        from producers.api import serve
+        from producers.app import serve
 
         serve(settings)
     return 0
@@ -203,8 +203,12 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from common.tokens import issue_token
 
+    ttl = min(3600, settings.jwt_max_ttl_s) if args.ttl is None else args.ttl
+    if ttl > settings.jwt_max_ttl_s:
+        raise LustraxError(f"--ttl {ttl} exceeds LUSTRAX_JWT_MAX_TTL_S ({settings.jwt_max_ttl_s} s): "
+                           "the API would refuse the token")
     roles = ("admin",) if args.admin else ("service",) if args.service else ()
-    print(issue_token(settings.jwt_signing_secret, args.user, roles, args.ttl))
+    print(issue_token(settings.jwt_signing_secret, args.user, roles, ttl))
     return 0
 
 
@@ -287,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     role = token.add_mutually_exclusive_group()
     role.add_argument("--admin", action="store_true", help="admin role: may act for any user")
     role.add_argument("--service", action="store_true", help="service role: may send events for any user")
-    token.add_argument("--ttl", type=_positive(int), default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--ttl", type=_positive(int),
+                       help="lifetime in seconds (default 3600, or LUSTRAX_JWT_MAX_TTL_S if lower; at most that)")
     token.set_defaults(handler=cmd_token)
     sim = sub.add_parser("simulate", help="send realistic traffic through the ingest API")
     sim.add_argument("--rate", type=_positive(float), default=100.0, help="events per second (default 100)")

@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, TypeAdapt
                       field_validator)
 
 from common.errors import ApiError
+from producers.text import INVALID_CHARACTERS
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
 
@@ -138,7 +139,7 @@ def validation_error(exc: ValidationError) -> ApiError:
         return ApiError(422, "missing_field", message, field)
     if kind == "extra_forbidden":
         return ApiError(422, "unknown_field", f"{field}: unknown field", field)
-    if kind in ("string_too_long", "string_too_short", "string_pattern_mismatch", "too_short"):
+    if kind in ("string_too_long", "string_too_short", "string_pattern_mismatch", "too_short", INVALID_CHARACTERS):
         return ApiError(422, "invalid_value", message, field)
     return ApiError(422, "invalid_field", message, field)
 

@@ -17,21 +17,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import ApiError
 from infra.s3.layout import incoming_key, is_missing, is_video_id, new_video_id, source_key
 from infra.s3.uploads import UploadManifest, read_manifest, write_manifest
+from producers.text import DisplayText
 
 # Containers ffmpeg reads well and that browsers upload; the magic bytes are checked on completion.
 ALLOWED_CONTENT_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
 
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[\w\- ]+$")]
+Tag = Annotated[str, DisplayText(40, pattern=r"^[\w\- ]+$")]
 
 
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    title: Annotated[str, DisplayText(200)]
     content_type: str
     size_bytes: int = Field(gt=0, strict=True)
     premium: bool = False

@@ -96,7 +96,7 @@ def clickhouse(stack: Settings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def ingest_api(stack: Settings) -> Iterator[str]:
     """The ingest API served by uvicorn over real HTTP on a free port; yields its base URL."""
-    from producers.api import create_app
+    from producers.app import create_app
     from tests.helpers import served
 
     with served(create_app(stack)) as url:

@@ -50,7 +50,8 @@ def make_handler(settings: Settings, health: HealthCheck) -> type[BaseHTTPReques
             try:
                 if self.path != "/v1/query":
                     raise ApiError(404, "not_found", "no such path")
-                principal = verify_token(settings.jwt_signing_secret, self.headers.get("Authorization"))
+                principal = verify_token(settings.jwt_signing_secret, self.headers.get("Authorization"),
+                                         max_ttl_s=settings.jwt_max_ttl_s)
                 if not principal.roles & QUERY_ROLES:
                     raise ApiError(403, "forbidden", "queries need an admin or analyst token", "authorization")
                 length = int(self.headers.get("Content-Length") or 0)

@@ -107,3 +107,13 @@ def test_provision_is_idempotent_against_running_services(stack: Settings, tmp_p
     assert "0 topics created" in first.stdout and f"{len(load_migrations())} migrations applied" in first.stdout
     second = _lustrax(env, "provision")
     assert second.returncode == 0 and "0 migrations applied" in second.stdout
+
+
+def test_token_ttl_over_the_maximum_is_a_one_line_error(tmp_path: Path) -> None:
+    env = {"LUSTRAX_HOME": str(tmp_path), "LUSTRAX_JWT_MAX_TTL_S": "600"}
+    refused = _lustrax(env, "token", "--user", "u", "--ttl", "601", timeout=60)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "LUSTRAX_JWT_MAX_TTL_S (600 s)" in refused.stderr
+    for ttl in (["--ttl", "600"], []):  # no --ttl: the default is capped at the maximum
+        issued = _lustrax(env, "token", "--user", "u", *ttl, timeout=60)
+        assert issued.returncode == 0 and issued.stdout.count(".") == 2, issued.stderr  # header.claims.signature

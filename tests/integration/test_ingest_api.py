@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.settings import Settings
 from common.tokens import issue_token
@@ -248,3 +250,54 @@ def test_health_readiness_metrics_and_openapi(api: httpx.Client, stack: Settings
     assert {"/v1/events", "/v1/events/batch", "/v1/uploads", "/v1/uploads/{video_id}/complete"} <= set(spec["paths"])
     body_schema = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "discriminator" in body_schema or "oneOf" in body_schema
+
+
+def test_a_batch_over_the_like_burst_is_refused_for_good_and_takes_nothing(api: httpx.Client,
+                                                                           stack: Settings) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    like = {"type": "like", "video_id": "v", "user_id": user}
+    too_many = {"events": [like] * (stack.ingest_like_burst + 1)}
+    response = api.post("/v1/events/batch", json=too_many, headers=token(stack, user))
+    assert response.status_code == 422 and "Retry-After" not in response.headers
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("too_many_likes", "events")
+    assert f"at most {stack.ingest_like_burst} likes" in error["message"]
+    # The refusal took no tokens: a full burst still goes through.
+    burst = {"events": [like] * stack.ingest_like_burst}
+    assert api.post("/v1/events/batch", json=burst, headers=token(stack, user)).status_code == 202
+
+
+def test_tokens_living_longer_than_the_maximum_get_401(api: httpx.Client, stack: Settings) -> None:
+    long_lived = token(stack, "u", ttl_s=stack.jwt_max_ttl_s + 1)
+    response = api.post("/v1/events", json=_events("u", "v")[0], headers=long_lived)
+    assert response.status_code == 401
+    assert response.json()["error"] == {"code": "token_lifetime_too_long", "field": "authorization",
+                                         "message": response.json()["error"]["message"]}
+    assert str(stack.jwt_max_ttl_s) in response.json()["error"]["message"]
+    assert api.post("/v1/events", json=_events("u", "v")[0],
+                    headers=token(stack, "u", ttl_s=stack.jwt_max_ttl_s)).status_code == 202
+
+
+def _rejections(api: httpx.Client) -> Counter[tuple[str, str]]:
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(api.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "lustrax_ingest_requests_rejected_total":
+                counts[(sample.labels["type"], sample.labels["reason"])] += int(sample.value)
+    return counts
+
+
+def test_rejections_are_counted_under_the_request_kind_once_authenticated(api: httpx.Client,
+                                                                          stack: Settings) -> None:
+    before = _rejections(api)
+    upload = {"title": "t", "content_type": "video/mp4", "size_bytes": 10}
+    assert api.post("/v1/uploads", json=upload).status_code == 401
+    assert _post_raw(api, stack, "/v1/uploads", b"title=t", "text/plain").status_code == 415
+    assert _post_raw(api, stack, "/v1/events/batch", b"{").status_code == 400
+    foreign = {"events": [_events("someone-else", "v")[0]]}
+    assert api.post("/v1/events/batch", json=foreign, headers=token(stack, "u")).status_code == 403
+    assert api.post("/v1/uploads/aaaaaaaaaaaaaaaaaaaaaaaa/complete", headers=token(stack, "u")).status_code == 404
+    counted = _rejections(api) - before
+    assert counted == Counter({("unknown", "unauthenticated"): 1, ("upload", "unsupported_media_type"): 1,
+                               ("unknown", "invalid_json"): 1, ("batch", "forbidden"): 1,
+                               ("upload_complete", "not_found"): 1})

@@ -13,7 +13,7 @@ from infra.kafka.broker import KafkaBroker
 from infra.kafka.topics import ensure_topics
 from common.process import free_port
 from common.settings import Settings, load_settings
-from producers.api import create_app
+from producers.app import create_app
 from schemas.topics import TOPIC_BY_SCHEMA
 from tests.helpers import served
 from tests.integration.test_ingest_api import consume_ids, token

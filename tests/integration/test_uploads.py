@@ -132,6 +132,10 @@ def test_unknown_or_malformed_video_ids_are_404(api: httpx.Client, stack: Settin
         ({"size_bytes": 0}, 422, "size_bytes"),
         ({"title": ""}, 422, "title"),
         ({"title": "t" * 201}, 422, "title"),
+        ({"title": "holiday\u202egpj.exe"}, 422, "title"),  # right-to-left override
+        ({"title": "two\nlines"}, 422, "title"),
+        ({"title": "hidden\u200bword"}, 422, "title"),  # zero-width space
+        ({"tags": ["ok", "x\u2066y"]}, 422, "tags[1]"),  # bidi isolate
         ({"tags": ["x"] * 21}, 422, "tags"),
         ({"tags": ["<script>"]}, 422, "tags[0]"),
         ({"key": "../../other"}, 422, "key"),
@@ -165,3 +169,10 @@ def test_the_checked_version_is_what_gets_copied(stack: Settings) -> None:
     with pytest.raises(ClientError) as read:
         s3.get_object(Bucket=bucket, Key=key, IfMatch=etag)
     assert read.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+
+
+def test_a_bidi_override_in_a_title_is_named(api: httpx.Client, stack: Settings) -> None:
+    body = {"title": "holiday\u202egpj.exe", "content_type": "video/mp4", "size_bytes": 1000}
+    error = api.post("/v1/uploads", json=body, headers=token(stack, "u")).json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_value", "title")
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE at position 7" in error["message"]

@@ -1,0 +1,93 @@
+"""The ingest service: what every request of the ingest API shares, one per process (producers/app.py builds it)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import CollectorRegistry, Counter as MetricCounter, Histogram
+
+from common.errors import ApiError
+from common.settings import Settings
+from common.tokens import Principal, TokenVerifier, authorize_user
+from infra.kafka.producer import AsyncProducer, OutgoingMessage
+from producers.events import LikeEvent, check_event_time, to_avro
+from producers.limits import RecentIds, TokenBucketLimiter
+from producers.uploads import UploadService
+from schemas.codec import encode
+
+
+class IngestMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.accepted = MetricCounter("lustrax_ingest_events_accepted", "Events acknowledged by the broker",
+                                      ["type"], registry=self.registry)
+        self.rejected = MetricCounter("lustrax_ingest_requests_rejected", "Requests refused, by event type and reason",
+                                      ["type", "reason"], registry=self.registry)
+        self.produce_latency = Histogram(
+            "lustrax_ingest_produce_latency_seconds", "From produce to broker acknowledgement of a request's events",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry)
+
+
+class IngestService:
+    """Everything a request needs; one per process (the composition root of the API)."""
+
+    def __init__(self, settings: Settings, producer: AsyncProducer, uploads: UploadService) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.uploads = uploads
+        self.metrics = IngestMetrics()
+        self.like_limiter = TokenBucketLimiter(settings.ingest_like_burst, settings.ingest_like_rate_per_min / 60)
+        self.recent = RecentIds()
+        self.tokens = TokenVerifier(settings.jwt_signing_secret, max_ttl_s=settings.jwt_max_ttl_s)
+
+    async def accept(self, principal: Principal, events: list[Any], prefix: str | None) -> list[str]:
+        """Authorize, rate-limit, encode and produce; returns event ids once all are acknowledged."""
+        now = datetime.now(UTC)
+        for index, event in enumerate(events):
+            where = f"{prefix}[{index}]." if prefix else ""
+            check_event_time(event, now, f"{where}occurred_at")
+            authorize_user(principal, event.user_id, f"{where}user_id")
+        likes = Counter(e.user_id for e in events if isinstance(e, LikeEvent))
+        if likes:
+            user, count = likes.most_common(1)[0]
+            if count > self.like_limiter.capacity:
+                # No wait would ever let this through: refuse it for good instead of a 429.
+                raise ApiError(422, "too_many_likes",
+                               f"a request may hold at most {self.settings.ingest_like_burst} likes and unlikes of "
+                               f"one user (LUSTRAX_INGEST_LIKE_BURST); {user} has {count}", prefix or "type")
+            wait_s = self.like_limiter.try_acquire(dict(likes), time.monotonic())
+            if wait_s > 0:
+                raise ApiError(429, "rate_limited", "too many likes; slow down", "type",
+                               retry_after_s=max(1, math.ceil(min(wait_s, 3600))))
+        messages, event_ids = [], []
+        for event in events:
+            schema, topic, record = to_avro(event, now)
+            event_id = str(record["event_id"])
+            event_ids.append(event_id)
+            if self.recent.contains_fresh(event_id, time.monotonic()):
+                continue  # acknowledged before: a retry whose answer the client lost
+            # The models validated every field; tests/unit/test_ingest_events.py proves each record
+            # they can produce passes the codec's own validation.
+            value = encode(schema, record, validate_record=False)
+            messages.append(OutgoingMessage(topic, event.video_id.encode(), value))
+        started = time.perf_counter()
+        await self.producer.produce_all(messages)
+        self.metrics.produce_latency.observe(time.perf_counter() - started)
+        self.recent.add_all(event_ids, time.monotonic())
+        for event_type, count in Counter(event.type for event in events).items():
+            self.metrics.accepted.labels(event_type).inc(count)
+        return event_ids
+
+    async def storage(self, call: Any, *args: Any) -> Any:
+        """A blocking S3 call off the event loop; S3 trouble is a 503, not a 500."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except (ClientError, BotoCoreError) as exc:
+            raise ApiError(503, "storage_unavailable", f"object storage failed: {exc}", None, retry_after_s=5) \
+                from None
