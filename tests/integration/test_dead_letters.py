@@ -103,3 +103,28 @@ def test_replay_refuses_ids_that_name_no_project_topic_position(analyst_path: Se
 def test_replay_of_an_unknown_dead_letter_is_a_clear_error(analyst_path: Settings) -> None:
     with pytest.raises(LustraxError, match="no dead letter"):
         replay(analyst_path, dead_letter=f"{TOPIC_BY_SCHEMA['VideoView'].name}:0:999999999")
+
+
+def test_a_message_two_consumers_parked_is_one_dead_letter_replayed_once(analyst_path: Settings) -> None:
+    """The heat worker (Faust) and the sink both read the views topic: each parks the poison, both are
+    listed under the one source position, and a replay puts it back once."""
+    from common.process import free_port
+    from tests.helpers import running_service
+
+    settings = analyst_path.model_copy(update={"heat_web_port": free_port()})
+    topic, key = TOPIC_BY_SCHEMA["VideoView"].name, f"poison-{uuid.uuid4().hex[:12]}"
+    with running_service(settings, "heat", settings.heat_web_port):
+        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+        producer.produce(topic, b"\xc3\x01 poison for two", key.encode())
+        assert producer.flush(10) == 0
+
+        def both() -> list[list[Any]]:
+            _, rows = list_dead_letters(settings)
+            mine = [row for row in rows if row[4] == key]
+            return mine if {row[2] for row in mine} == {"heat", "clickhouse-sink"} else []
+
+        rows = _wait("both consumers' dead letters listed", both, timeout_s=60)
+        assert len({row[0] for row in rows}) == 1
+        _, heat_only = list_dead_letters(settings, consumer="heat")
+        assert [row[0] for row in heat_only if row[4] == key] == [rows[0][0]]
+        assert replay(settings, consumer="heat").count(rows[0][0]) == 1
