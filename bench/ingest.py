@@ -48,6 +48,7 @@ from lustrax.stack import LocalStack
 from common.tokens import issue_token
 from infra.kafka.producer import producer_config
 from schemas.codec import MAGIC
+from schemas.envelope import new_record
 from schemas.registry import fingerprint, schema_for
 from schemas.topics import TOPIC_BY_SCHEMA
 
@@ -77,16 +78,15 @@ def raw_messages(events: list[dict[str, Any]]) -> list[tuple[str, bytes, Any]]:
     out = []
     for event in events:
         schema_name = {"view": "VideoView", "like": "VideoLike", "watch_tick": "WatchTick"}[event["type"]]
-        record = {"event_id": uuid.UUID(event["event_id"]),
-                  "occurred_at": datetime.fromtimestamp(event["occurred_at"] / 1000, tz=UTC),
-                  "producer": "bench-raw", "schema_version": 1, "video_id": event["video_id"],
-                  "user_id": event["user_id"]}
+        fields = {"video_id": event["video_id"], "user_id": event["user_id"]}
         if event["type"] == "like":
-            record["action"] = "LIKE"
+            fields["action"] = "LIKE"
         else:
-            record["session_id"] = event["session_id"]
+            fields["session_id"] = event["session_id"]
         if event["type"] == "watch_tick":
-            record.update(position_ms=event["position_ms"], duration_ms=event["duration_ms"])
+            fields.update(position_ms=event["position_ms"], duration_ms=event["duration_ms"])
+        record = new_record(schema_name, "bench-raw", fields, event_id=uuid.UUID(event["event_id"]),
+                            occurred_at=datetime.fromtimestamp(event["occurred_at"] / 1000, tz=UTC))
         out.append((schema_name, event["video_id"].encode(), record))
     return out
 
