@@ -4,7 +4,8 @@ A rule maps a taxonomy name (level 1, 2 or 3) to allow / review / reject:
 - observed at `confidence` or above -> the rule's action;
 - at `review_from` or above but below `confidence` -> review (low confidence: a human decides);
 - below both -> ignored.
-The most specific rule on a label's ancestry wins (a "Weapons" rule over "Violence"). The
+The most specific rule on a label's ancestry wins (a "Weapons" rule over "Violence"), and a parent
+reported with a child is judged through the child. The
 decision is the strictest outcome: any reject -> REJECTED, else any review -> NEEDS_REVIEW.
 """
 
@@ -154,7 +155,12 @@ def _judge(policy: Policy, label: Label) -> tuple[Action, str] | None:
 def decide(policy: Policy, evidence: Evidence, minor_age: int = 18) -> Decision:
     """The automated decision for a video's evidence under `policy` (pure)."""
     verdicts: list[tuple[Action, str, str]] = []
+    # A parent reported beside a more specific label (Rekognition reports both) is judged through
+    # that label: its rule is the more specific one.
+    covered = {name for label in evidence.labels for name in ancestry(label.name, label.parent)[1:]}
     for label in evidence.labels:
+        if label.name in covered:
+            continue
         judged = _judge(policy, label)
         if judged is not None:
             verdicts.append((judged[0], judged[1], label.name))
