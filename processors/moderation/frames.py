@@ -9,6 +9,9 @@ faces up) and decodes at a fraction of the cost of the 1080p one.
 from __future__ import annotations
 
 import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -16,11 +19,12 @@ from typing import Any
 
 from processors.transcode.ffmpeg.binary import ffmpeg_binary
 
-FRAME_PATTERN = "frame_%05d.jpg"
+FRAME_PATTERN = "frame_%05d.jpg"  # the image2 muxer numbers from 1
 _FRAME_QUALITY = 3  # mjpeg qscale: small files (Rekognition's 5 MB limit is far away), no visible loss
 _BLUR = "boxblur=luma_radius='min(w,h)/12':luma_power=3"
 _DOWNLOAD_WORKERS = 4
 _TIMEOUT_S = 600
+_POLL_S = 0.02
 
 
 class FrameError(Exception):
@@ -61,14 +65,18 @@ def segment_uris(playlist_text: str) -> list[str]:
     return uris
 
 
+def _failure(returncode: int, stderr: bytes) -> FrameError:
+    tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+    return FrameError(f"ffmpeg failed ({returncode}): {' / '.join(tail)}")
+
+
 def run_ffmpeg(argv: list[str]) -> None:
     try:
         done = subprocess.run(argv, capture_output=True, timeout=_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
         raise FrameError(f"ffmpeg took over {_TIMEOUT_S} s") from exc
     if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        raise FrameError(f"ffmpeg failed ({done.returncode}): {' / '.join(tail)}")
+        raise _failure(done.returncode, done.stderr)
 
 
 def fetch_rendition(s3: Any, bucket: str, playlist_key: str, dest: Path) -> Path:
@@ -86,11 +94,40 @@ def fetch_rendition(s3: Any, bucket: str, playlist_key: str, dest: Path) -> Path
     return playlist
 
 
-def sample_frames(playlist: Path, outdir: Path, interval_s: float) -> list[SampledFrame]:
+def stream_frames(playlist: Path, outdir: Path, interval_s: float) -> Iterator[SampledFrame]:
+    """The sampled frames, each as soon as ffmpeg has finished writing it: the model works on the
+    first frames while ffmpeg still decodes the rest."""
     outdir.mkdir(parents=True, exist_ok=True)
-    run_ffmpeg(sample_command(ffmpeg_binary(), playlist, outdir, interval_s))
-    paths = sorted(outdir.glob("frame_*.jpg"))
-    return [SampledFrame(path, round(i * interval_s, 3)) for i, path in enumerate(paths)]
+    deadline = time.monotonic() + _TIMEOUT_S
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(sample_command(ffmpeg_binary(), playlist, outdir, interval_s),
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            index = 0
+            while True:
+                finished = process.poll() is not None
+                # Frame k is complete once frame k+1 exists (the image2 muxer writes them in order),
+                # or once ffmpeg has exited.
+                while (outdir / (FRAME_PATTERN % (index + 2))).exists() or \
+                        (finished and (outdir / (FRAME_PATTERN % (index + 1))).exists()):
+                    yield SampledFrame(outdir / (FRAME_PATTERN % (index + 1)), round(index * interval_s, 3))
+                    index += 1
+                if finished:
+                    break
+                if time.monotonic() > deadline:
+                    raise FrameError(f"ffmpeg took over {_TIMEOUT_S} s")
+                time.sleep(_POLL_S)
+            if process.returncode != 0:
+                stderr.seek(0)
+                raise _failure(process.returncode, stderr.read())
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def sample_frames(playlist: Path, outdir: Path, interval_s: float) -> list[SampledFrame]:
+    return list(stream_frames(playlist, outdir, interval_s))
 
 
 def blur(image: Path, dest: Path) -> Path:

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from common.settings import Settings
 from infra.s3.layout import is_missing, is_video_id, moderation_poster_key, moderation_record_key
 from infra.s3.uploads import UploadManifest, read_manifest
 from processors.moderation.backends import FrameResult, ModerationBackend, TransientBackendError
-from processors.moderation.frames import FrameError, SampledFrame, blur, fetch_rendition, sample_frames
+from processors.moderation.frames import FrameError, SampledFrame, blur, fetch_rendition, stream_frames
 from processors.moderation.policy import Decision, Evidence, Policy, choose_poster, decide, merge_frames
 from processors.moderation.publish import PRODUCER_NAME, publish_ladder, published_record
 from processors.moderation.taxonomy import Label, not_checked
@@ -183,19 +184,23 @@ class Moderator:
             self.publish(record)
         return record.decoded()
 
-    def frames(self, transcoded: dict[str, Any], scratch: Path) -> list[SampledFrame]:
-        """The transcoder's poster first, then a frame every sampling interval of the lowest rendition."""
+    def frames(self, transcoded: dict[str, Any], scratch: Path) -> Iterator[SampledFrame]:
+        """The transcoder's poster first, then a frame every sampling interval of the lowest rendition,
+        each as soon as it is decoded."""
         poster = scratch / "poster.jpg"
         self.s3.download_file(transcoded["bucket"], transcoded["poster_key"], str(poster))
         lowest = min(transcoded["renditions"], key=lambda rendition: rendition["height"])
         playlist = fetch_rendition(self.s3, transcoded["bucket"], lowest["playlist_key"], scratch / "rendition")
-        return [SampledFrame(poster, None),
-                *sample_frames(playlist, scratch / "frames", self.settings.moderation_sample_interval_s)]
+        yield SampledFrame(poster, None)
+        yield from stream_frames(playlist, scratch / "frames", self.settings.moderation_sample_interval_s)
 
     def _decide(self, transcoded: dict[str, Any], manifest: UploadManifest, scratch: Path) -> ModerationRecord:
         video_id = transcoded["video_id"]
-        frames = self.frames(transcoded, scratch)
-        results = [self.backend.analyze(frame.path) for frame in frames]
+        frames: list[SampledFrame] = []
+        results: list[FrameResult] = []
+        for frame in self.frames(transcoded, scratch):
+            frames.append(frame)
+            results.append(self.backend.analyze(frame.path))
         evidence, counts = evidence_of(results, self.backend)
         decision = decide(self.policy, evidence, self.settings.moderation_minor_age)
         choice = choose_poster(self.policy, [result.labels for result in results], 0)

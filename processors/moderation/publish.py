@@ -19,7 +19,7 @@ from schemas.envelope import new_record
 
 PRODUCER_NAME = "moderation"
 PUBLISHED_NAMESPACE = uuid.UUID("3d4c2b1a-8f7e-4d6c-9b5a-0e1f2a3b4c5d")
-_COPY_WORKERS = 8
+_COPY_WORKERS = 16  # copies are short server-side requests: latency-bound
 
 
 def staging_keys(s3: Any, bucket: str, video_id: str) -> list[str]:
