@@ -18,6 +18,14 @@ for the run (loopback, temp dir). Then, with the local backend (NudeNet) and the
 Prints the frame count, medians of both (wall and CPU seconds: the machine is shared), moderation
 seconds per minute of video (goal < 3 s) and moderation / bare (goal <= 1.3), and a breakdown of one
 round by step.
+
+    .venv/bin/python -m bench.moderation --end-to-end [--seconds 30]
+
+The whole path on a local stack started for the run (Kafka, versitygw; the ingest API, the transcode
+and the moderation workers as their own processes, default settings): a 1080p30 clip is uploaded
+through the API and the time from `POST .../complete` to VideoPublished on Kafka is measured (with
+when VideoTranscoded appeared), against the bare one-pass ffmpeg ladder command of the same clip
+(`hls_ladder_command`, as bench/transcode.py runs it) in the same run. Goal: at most 1.25x.
 """
 
 from __future__ import annotations
@@ -83,11 +91,98 @@ def breakdown(moderator: Moderator, backend: LocalBackend, event: dict[str, Any]
     return times
 
 
+def end_to_end(seconds: float) -> int:
+    """Upload-complete -> VideoPublished on the real stack vs the bare ladder ffmpeg run."""
+    import httpx
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    from common.tokens import issue_token
+    from lustrax.services import PROJECT_SERVICES, ServiceProcess
+    from lustrax.stack import LocalStack
+    from processors.transcode.ffmpeg.commands import hls_ladder_command
+    from processors.transcode.ffmpeg.ladder import choose_ladder
+    from processors.moderation.frames import run_ffmpeg
+    from schemas.codec import decode
+    from schemas.topics import TOPIC_BY_SCHEMA
+
+    with tempfile.TemporaryDirectory(prefix="lustrax-bench-e2e-") as tmp:
+        root = Path(tmp)
+        settings = load_settings(
+            home=root / "home", kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+            s3_endpoint=f"http://127.0.0.1:{free_port()}", ingest_port=free_port(), transcode_web_port=free_port(),
+            moderation_web_port=free_port())
+        source = root / "source.mp4"
+        print(f"generating a {seconds:g} s 1080p30 source (not timed)...", flush=True)
+        make_source(ffmpeg_binary(), source, seconds)
+        stack = LocalStack(settings, with_services=False)
+        stack.start()
+        services = [ServiceProcess(settings, PROJECT_SERVICES[name], "127.0.0.1", port) for name, port in (
+            ("ingest", settings.ingest_port), ("transcode", settings.transcode_web_port),
+            ("moderation", settings.moderation_web_port))]
+        try:
+            for service in services:
+                service.start()
+            for service in services:
+                service.wait_ready()
+            topics = [TOPIC_BY_SCHEMA[schema].name for schema in ("VideoTranscoded", "VideoPublished")]
+            consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": uuid.uuid4().hex})
+            consumer.assign([TopicPartition(topic, p, OFFSET_END) for topic in topics
+                             for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions])
+            token = issue_token(settings.jwt_signing_secret, "bench")
+            with httpx.Client(base_url=f"http://127.0.0.1:{settings.ingest_port}", timeout=60,
+                              headers={"Authorization": f"Bearer {token}"}) as api:
+                data = source.read_bytes()
+                ticket = api.post("/v1/uploads", json={"title": "bench", "content_type": "video/mp4",
+                                                        "size_bytes": len(data)}).json()
+                httpx.put(ticket["upload_url"], content=data, headers=ticket["upload_headers"],
+                          timeout=60).raise_for_status()
+                consumer.poll(1.0)  # the assignment takes effect before the clock starts
+                started = time.perf_counter()
+                api.post(f"/v1/uploads/{ticket['video_id']}/complete").raise_for_status()
+            seen: dict[str, float] = {}
+            deadline = started + 1800
+            while "VideoPublished" not in seen and time.perf_counter() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                schema, record = decode(msg.value())
+                if record["video_id"] == ticket["video_id"]:
+                    seen.setdefault(schema, time.perf_counter() - started)
+            consumer.close()
+        finally:
+            for service in services:
+                if service.process is not None:
+                    service.process.stop()
+            stack.stop()
+        if "VideoPublished" not in seen:
+            print("the video was not published within 30 minutes")
+            return 1
+        info = probe(source)
+        renditions = choose_ladder(info.width, info.height, info.rotation, fps=info.fps, has_audio=info.has_audio)
+        (root / "bare").mkdir()
+        bare_started = time.perf_counter()
+        run_ffmpeg(hls_ladder_command(ffmpeg_binary(), source, root / "bare", renditions, info.has_audio, info.fps,
+                                      settings.transcode_segment_seconds, settings.transcode_preset,
+                                      input_format=info.container))
+        bare = time.perf_counter() - bare_started
+    published = seen["VideoPublished"]
+    print(f"source: {seconds:g} s 1080p30; preset {settings.transcode_preset}; {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"upload complete -> VideoTranscoded {seen.get('VideoTranscoded', float('nan')):.2f} s, "
+          f"-> VideoPublished {published:.2f} s")
+    print(f"bare one-pass ladder ffmpeg: {bare:.2f} s; published / bare: {published / bare:.2f} (goal <= 1.25)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="source duration (default 60)")
+    parser.add_argument("--seconds", type=float, default=None, help="source duration (default 60; 30 end to end)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--end-to-end", action="store_true", help="upload-complete -> published vs bare transcode")
     args = parser.parse_args()
+    if args.end_to_end:
+        return end_to_end(args.seconds or 30.0)
+    args.seconds = args.seconds or 60.0
     with tempfile.TemporaryDirectory(prefix="lustrax-bench-moderation-") as tmp:
         root = Path(tmp)
         settings = load_settings(home=root / "home", s3_endpoint=f"http://127.0.0.1:{free_port()}")
