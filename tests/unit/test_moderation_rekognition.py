@@ -12,7 +12,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from processors.moderation.backends import TransientBackendError
+from common.errors import ConfigError
+from common.settings import load_settings
+from processors.moderation.backends import TransientBackendError, create_backend
+from processors.moderation.backends.local import LocalBackend
 from processors.moderation.backends.rekognition import RekognitionBackend
 from processors.moderation.moderate import evidence_of
 from processors.moderation.policy import decide, load_policy
@@ -126,3 +129,16 @@ def test_an_image_over_5_mb_is_refused_before_any_call(client: tuple[Any, Stubbe
     big.write_bytes(b"\xff\xd8" + b"\x00" * (5 * 1024 * 1024))
     with pytest.raises(ValueError, match="5 MB"):
         RekognitionBackend(rekognition, 40.0).analyze(big)
+
+
+def test_the_settings_choose_the_backend(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, moderation_backend="rekognition", moderation_aws_region="eu-central-1",
+                             moderation_min_confidence=55)
+    backend = create_backend(settings)
+    assert isinstance(backend, RekognitionBackend)
+    assert backend.client.meta.region_name == "eu-central-1" and backend.min_confidence == 55
+    assert isinstance(create_backend(load_settings(home=tmp_path)), LocalBackend)
+    with pytest.raises(ConfigError, match="LUSTRAX_MODERATION_BACKEND"):
+        load_settings(home=tmp_path, moderation_backend="opennsfw")
+    with pytest.raises(ConfigError, match="LUSTRAX_MODERATION_MINOR_AGE"):
+        load_settings(home=tmp_path, moderation_minor_age=0)
