@@ -29,7 +29,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.settings import Settings
-from infra.s3.layout import is_missing, is_video_id, moderation_poster_key, moderation_record_key
+from infra.s3.layout import is_missing, is_video_id, ladder_prefix, moderation_poster_key, moderation_record_key
 from infra.s3.uploads import UploadManifest, read_manifest
 from processors.moderation.backends import FrameResult, ModerationBackend, TransientBackendError
 from processors.moderation.frames import FrameError, SampledFrame, blur, fetch_rendition, stream_frames
@@ -155,6 +155,7 @@ class Moderator:
         video_id = transcoded["video_id"]
         if not is_video_id(video_id):
             raise ModerationFailure(f"{video_id!r} is not a video id", retryable=False)
+        self.check_ladder_location(transcoded)
         try:
             return self._run(transcoded)
         except (ClientError, BotoCoreError, TransientBackendError) as exc:
@@ -163,6 +164,17 @@ class Moderator:
             raise ModerationFailure(f"moderation of {video_id} failed: {exc}", retryable=True) from exc
         except (FrameError, FileNotFoundError) as exc:
             raise ModerationFailure(f"the ladder of {video_id} cannot be read: {exc}", retryable=False) from exc
+
+    def check_ladder_location(self, transcoded: dict[str, Any]) -> None:
+        """Read only this video's ladder in staging: the event's bucket and keys are not trusted
+        (a forged event must not make the worker read, or judge, another object)."""
+        prefix = ladder_prefix(transcoded["video_id"])
+        keys = [transcoded["poster_key"], transcoded["master_playlist_key"],
+                *(rendition["playlist_key"] for rendition in transcoded["renditions"])]
+        if transcoded["bucket"] != self.staging or not transcoded["renditions"] or \
+                any(not key.startswith(prefix) or ".." in key.split("/") for key in keys):
+            raise ModerationFailure(f"the VideoTranscoded of {transcoded['video_id']} points outside "
+                                    f"s3://{self.staging}/{prefix}", retryable=False)
 
     def _run(self, transcoded: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         video_id = transcoded["video_id"]

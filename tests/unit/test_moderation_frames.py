@@ -10,7 +10,9 @@ import pytest
 
 from infra.s3.layout import InvalidVideoId, moderation_poster_key, moderation_record_key, new_video_id
 from processors.moderation.frames import FrameError, blur_command, sample_command, segment_uris
-from processors.moderation.moderate import ModerationRecord
+from common.settings import load_settings
+from processors.moderation.moderate import ModerationFailure, ModerationRecord, Moderator
+from processors.moderation.policy import load_policy
 from schemas.codec import encode
 from schemas.envelope import new_record
 
@@ -54,3 +56,33 @@ def test_the_record_keeps_its_events_byte_for_byte() -> None:
     assert again == record
     [(schema, decoded)] = again.decoded()
     assert schema == "ModerationReviewRequested" and decoded["event_id"] == event["event_id"]
+
+
+def _transcoded(video_id: str, bucket: str = "lustrax-staging", **keys: str) -> dict[str, object]:
+    prefix = f"videos/{video_id}/"
+    return {"video_id": video_id, "event_id": uuid.uuid4(), "bucket": bucket,
+            "poster_key": keys.get("poster_key", prefix + "thumb.jpg"),
+            "master_playlist_key": keys.get("master_playlist_key", prefix + "master.m3u8"),
+            "renditions": [{"height": 360, "playlist_key": keys.get("playlist_key", prefix + "360p/index.m3u8")}]}
+
+
+@pytest.mark.parametrize(("change", "bad"), [
+    ({}, False),
+    ({"bucket": "lustrax-uploads"}, True),
+    ({"poster_key": "sources/VIDEO"}, True),
+    ({"playlist_key": "videos/VIDEO/../OTHER/360p/index.m3u8"}, True),
+    ({"master_playlist_key": "videos/OTHER/master.m3u8"}, True),
+])
+def test_an_event_pointing_outside_the_videos_staged_ladder_is_refused(tmp_path: Path, change: dict[str, str],
+                                                                       bad: bool) -> None:
+    video_id, other = new_video_id(), new_video_id()
+    change = {key: value.replace("VIDEO", video_id).replace("OTHER", other) for key, value in change.items()}
+    event = _transcoded(video_id, **change)
+    # No S3 and no backend: the check comes before any I/O.
+    moderator = Moderator(load_settings(home=tmp_path), None, None, load_policy())  # type: ignore[arg-type]
+    if bad:
+        with pytest.raises(ModerationFailure, match="points outside") as failure:
+            moderator.check_ladder_location(event)
+        assert not failure.value.retryable
+    else:
+        moderator.check_ladder_location(event)
