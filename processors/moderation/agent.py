@@ -31,12 +31,12 @@ CONSUMER = "moderation"
 
 
 def create_moderation_app(settings: Settings) -> faust.App:
+    policy = load_policy(settings.moderation_policy)  # a bad policy file stops the worker at once
     app = faust_app("moderation", settings, settings.moderation_web_port, stream_buffer_maxsize=16)
     transcoded = raw_topic(app, TOPIC_BY_SCHEMA["VideoTranscoded"].name)
     outputs = {schema: raw_topic(app, TOPIC_BY_SCHEMA[schema].name)
                for schema in ("ModerationDecided", "VideoPublished", "ModerationReviewRequested")}
-    # Loaded at start: a bad policy file or backend fails the worker at once, not per message.
-    moderator = Moderator(settings, s3_client(settings), create_backend(settings), load_policy(settings.moderation_policy))
+    moderator = Moderator(settings, s3_client(settings), create_backend(settings), policy)
 
     async def moderate(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         for attempt in range(1, settings.moderation_max_attempts + 1):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from common.errors import ConfigError
 from processors.moderation.taxonomy import APPARENT_AGE, PARENT, Label, ancestry
 
 Action = Literal["allow", "review", "reject"]
@@ -27,8 +28,8 @@ OUTCOME: dict[Action, str] = {"allow": "APPROVED", "review": "NEEDS_REVIEW", "re
 _RANK = {action: rank for rank, action in enumerate(ACTIONS)}
 
 
-class PolicyError(ValueError):
-    """A policy file that cannot be used; the message names the field."""
+class PolicyError(ConfigError, ValueError):
+    """A policy file that cannot be used; the message names the field (the CLI prints it in one line)."""
 
 
 @dataclass(frozen=True)
