@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -20,8 +21,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.settings import Settings
 from processors.faust_internals import Transport
-from schemas.codec import encode
+from schemas.codec import decode, encode
 from schemas.dead_letters import DeadLetter
+from schemas.errors import SchemaError
 from schemas.topics import DEAD_LETTER_TOPIC
 
 log = logging.getLogger(__name__)
@@ -92,3 +94,25 @@ async def dead_letter(app: faust.App, message: Any, consumer: str, reason: str) 
     pending = await raw_topic(app, DEAD_LETTER_TOPIC.name).send(key=parked.key, value=parked.value,
                                                                  headers=dict(parked.headers()))
     await pending
+
+
+async def handle_each(app: faust.App, stream: faust.StreamT, schema: str, consumer: str,
+                      handle: Callable[[dict[str, Any]], Awaitable[None]],
+                      parked: tuple[type[Exception], ...] = ()) -> None:
+    """Decode each message of `stream` as `schema` and await `handle(record)`; a message that does not
+    decode, or whose handling raises, is parked (the exceptions in `parked` with their message as
+    the reason, any other as unexpected) and the stream goes on."""
+    async for message_event in stream.events():
+        message = message_event.message
+        try:
+            _, record = decode(message.value, schema)
+        except SchemaError as exc:
+            await dead_letter(app, message, consumer, f"undecodable {schema}: {exc}")
+            continue
+        try:
+            await handle(record)
+        except parked as exc:
+            await dead_letter(app, message, consumer, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; park the message
+            log.exception("unexpected error on %s", record.get("video_id"))
+            await dead_letter(app, message, consumer, f"unexpected {type(exc).__name__}: {exc}")

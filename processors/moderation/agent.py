@@ -17,13 +17,11 @@ import faust
 
 from common.settings import Settings
 from infra.s3.buckets import s3_client
-from processors.app import dead_letter, faust_app, raw_topic, send_event
+from processors.app import faust_app, handle_each, raw_topic, send_event
 from processors.moderation.backends import create_backend
 from processors.moderation.moderate import ModerationFailure, Moderator
 from processors.moderation.policy import load_policy
 from processors.transcode.pipeline import retry_delay_s
-from schemas.codec import decode
-from schemas.errors import SchemaError
 from schemas.topics import TOPIC_BY_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -50,23 +48,13 @@ def create_moderation_app(settings: Settings) -> faust.App:
                 await asyncio.sleep(retry_delay_s(attempt, settings.moderation_retry_base_s))
         raise AssertionError("unreachable: max_attempts >= 1")
 
+    async def decide_and_publish(event: dict[str, Any]) -> None:
+        for schema, record in await moderate(event):
+            await send_event(outputs[schema], schema, record)  # in order: the decision first
+
     @app.agent(transcoded)
     async def moderation(stream: faust.StreamT) -> None:
-        async for message_event in stream.events():
-            message = message_event.message
-            try:
-                _, event = decode(message.value, "VideoTranscoded")
-            except SchemaError as exc:
-                await dead_letter(app, message, CONSUMER, f"undecodable VideoTranscoded: {exc}")
-                continue
-            try:
-                for schema, record in await moderate(event):
-                    await send_event(outputs[schema], schema, record)  # in order: the decision first
-            except ModerationFailure as failure:
-                await dead_letter(app, message, CONSUMER, failure.reason)
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; park the message
-                log.exception("unexpected error on %s", event.get("video_id"))
-                await dead_letter(app, message, CONSUMER, f"unexpected {type(exc).__name__}: {exc}")
+        await handle_each(app, stream, "VideoTranscoded", CONSUMER, decide_and_publish, parked=(ModerationFailure,))
 
     return app
 

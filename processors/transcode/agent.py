@@ -23,11 +23,9 @@ import faust
 
 from infra.s3.buckets import s3_client
 from common.settings import Settings
-from processors.app import dead_letter, faust_app, raw_topic, send_event
+from processors.app import faust_app, handle_each, raw_topic, send_event
 from processors.transcode.pipeline import (FinalTranscodeFailure, TranscodePipeline, failed_record, progress_record,
                                            run_with_retries)
-from schemas.codec import decode
-from schemas.errors import SchemaError
 from schemas.topics import TOPIC_BY_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -80,18 +78,7 @@ def create_transcode_app(settings: Settings) -> faust.App:
 
     @app.agent(uploads)
     async def transcode(stream: faust.StreamT) -> None:
-        async for message_event in stream.events():
-            message = message_event.message
-            try:
-                _, upload = decode(message.value, "VideoUploaded")
-            except SchemaError as exc:
-                await dead_letter(app, message, CONSUMER, f"undecodable VideoUploaded: {exc}")
-                continue
-            try:
-                await transcode_with_retries(upload)
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; park the message
-                log.exception("unexpected error on %s", upload.get("video_id"))
-                await dead_letter(app, message, CONSUMER, f"unexpected {type(exc).__name__}: {exc}")
+        await handle_each(app, stream, "VideoUploaded", CONSUMER, transcode_with_retries)
 
     return app
 

@@ -26,11 +26,11 @@ from common.errors import LustraxError
 from common.process import free_port
 from common.settings import Settings
 from infra.clickhouse.analyst import run_sql
+from infra.clickhouse.migrate import migrate
 from infra.clickhouse.sandbox import MAX_ROWS
 from lustrax.services import settings_env
 from lustrax.stack import _probe_clickhouse, probe_components
 from processors.sink.query_server import start_query_server
-from processors.sink.rows import MAPPING_BY_TABLE
 from processors.sink.service import sink_health
 from processors.sink.sink import ClickHouseSink
 from schemas.codec import encode
@@ -179,9 +179,7 @@ def test_a_sink_that_cannot_write_is_not_ready(stack: Settings, clickhouse: Any)
         ok, detail = _probe_clickhouse(settings)
         assert not ok and "cannot write" in detail and missing in detail
         # The database appears: the retried batch goes in and the sink is ready again.
-        clickhouse.command(f"CREATE DATABASE `{missing}`")
-        for table in [*MAPPING_BY_TABLE, "dead_letters"]:
-            clickhouse.command(f"CREATE TABLE `{missing}`.`{table}` AS `{stack.clickhouse_database}`.`{table}`")
+        migrate(clickhouse, missing)
         _wait(lambda: _healthz(settings)[0] == 200)
         assert _views_of(clickhouse, missing, video) == 1 and broken.insert_error is None
         assert probe_components(settings)["sink"][0] is True
