@@ -527,7 +527,6 @@ class Core(Generic[C]):
         return out
 
     def _subscribe(self, session: Session[C], op: Subscribe, now: float, out: Outcome) -> None:
-        current = self.hub.channels_of(session.conn)
         # `now` is wall-clock time (time.time()): the token's exp is too.
         expired = session.principal is not None and session.principal.expires_at <= now
         for channel in op.channels:
@@ -535,6 +534,7 @@ class Core(Generic[C]):
                 if expired:
                     raise ProtocolError("token_expired", "the token has expired: reconnect with a new one", channel)
                 check_access(session.principal, channel, self.uploaders.get, self.limits.anonymous_feed)
+                current = self.hub.channels_of(session.conn)
                 if channel not in current and len(current) >= self.limits.max_channels:
                     raise ProtocolError("too_many_channels",
                                         f"at most {self.limits.max_channels} channels per connection", channel)

@@ -86,15 +86,18 @@ class GatewayMetrics:
         r.register(_FanoutCollector(gateway.fanout))
 
 
+def _respond(connection: ServerConnection, status: int, body: str, content_type: str) -> Response:
+    response = connection.respond(status, body)
+    del response.headers["Content-Type"]  # Headers is a multidict: replace, do not add
+    response.headers["Content-Type"] = content_type
+    return response
+
+
 def _json_response(connection: ServerConnection, status: int, code: str, message: str, field: str | None = None
                    ) -> Response:
     """The ingest API's error body (common.errors.ApiError), before any upgrade."""
-    response = connection.respond(status, "")
-    body = orjson.dumps(ApiError(status, code, message, field).body())
-    response.body = body
-    response.headers["Content-Type"] = "application/json"
-    response.headers["Content-Length"] = str(len(body))
-    return response
+    return _respond(connection, status, orjson.dumps(ApiError(status, code, message, field).body()).decode(),
+                    "application/json")
 
 
 class Gateway:
@@ -153,9 +156,8 @@ class Gateway:
             return connection.respond(HTTPStatus.OK if self.ready else HTTPStatus.SERVICE_UNAVAILABLE,
                                       "ok\n" if self.ready else "rebuilding history\n")
         if url.path == "/metrics":
-            response = connection.respond(HTTPStatus.OK, generate_latest(self.metrics.registry).decode())
-            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-            return response
+            return _respond(connection, HTTPStatus.OK, generate_latest(self.metrics.registry).decode(),
+                            CONTENT_TYPE_LATEST)
         if url.path != WS_PATH:
             return _json_response(connection, 404, "not_found", f"the WebSocket endpoint is {WS_PATH}")
         if not self.ready:

@@ -156,9 +156,10 @@ def test_seq_comes_from_the_event_time_and_is_strictly_increasing_per_channel() 
     history = History(100, 600, "e1")
     seqs = [history.append(_pub(), ts, NOW)[0] for ts in (T0, T0, T0 + 5, T0 + 3)]
     assert seqs == [T0 * SEQ_PER_MS, T0 * SEQ_PER_MS + 1, (T0 + 5) * SEQ_PER_MS, (T0 + 5) * SEQ_PER_MS + 1]
-    # Another instance (or a restart) that replays the same events numbers them alike.
-    again = History(100, 600, "e1")
-    assert [again.append(_pub(), ts, NOW)[0] for ts in (T0, T0, T0 + 5, T0 + 3)] == seqs
+    # Another instance (or a restart) that started later, and so saw only the later events, numbers
+    # them alike: seq is not a local counter.
+    later = History(100, 600, "e1")
+    assert [later.append(_pub(), ts, NOW)[0] for ts in (T0 + 5, T0 + 3)] == seqs[2:]
     _, data = history.append(_pub(n=7), T0 + 9, NOW)
     assert orjson.loads(data) == {"type": "new_video", "channel": FEED, "seq": (T0 + 9) * SEQ_PER_MS,
                                   "data": {"video_id": "v7"}}
@@ -267,6 +268,13 @@ def test_channel_limit_forbidden_and_unauthenticated_channels_answer_error_frame
     expired = Session("old", Principal("alice", frozenset(), expires_at=NOW - 1))
     assert _frames(core.handle(expired, b'{"op":"subscribe","channels":["feed"]}', NOW).replies)[0]["code"] == \
         "token_expired"
+
+
+def test_the_channel_limit_holds_within_the_first_message() -> None:
+    core = _core(max_channels=2)
+    out = core.handle(Session("c", ALICE), b'{"op":"subscribe","channels":["video:1","video:2","video:3"]}', NOW)
+    assert [f.get("code") for f in _frames(out.replies)] == [None, None, "too_many_channels"]
+    assert len(core.hub.channels_of("c")) == 2
 
 
 def test_ping_gets_a_pong_and_disconnect_forgets_the_connection() -> None:
