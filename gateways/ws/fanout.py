@@ -118,7 +118,10 @@ class Fanout:
         assert self._merger is not None, "assign() first"
         merger = self._merger
         while not self._stop.is_set():
-            messages = self._consumer.consume(1000, 0.05)
+            # Wait for one message, then take what else is there without waiting: consume(n, t)
+            # alone would hold a batch up to t to fill it.
+            first = self._consumer.poll(0.05)
+            messages = [] if first is None else [first, *self._consumer.consume(999, 0)]
             now = time.monotonic()
             for msg in messages:
                 if msg.error():
