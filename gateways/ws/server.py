@@ -133,7 +133,7 @@ class Gateway:
         self.server = await serve(
             self._handle, s.ws_host, s.ws_port, process_request=self._process_request,
             origins=[*s.ws_origins, None], compression=None, max_size=s.ws_max_message_bytes,
-            ping_interval=s.ws_ping_interval_s, ping_timeout=s.ws_ping_interval_s, close_timeout=5,
+            ping_interval=s.ws_ping_interval_s, ping_timeout=s.ws_ping_interval_s, close_timeout=3,
             reuse_port=reuse_port)
         self._sweeper = asyncio.create_task(self._sweep())
         return self.server

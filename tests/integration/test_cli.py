@@ -32,6 +32,7 @@ def _fresh_env(home: Path) -> dict[str, str]:
         "LUSTRAX_TRANSCODE_WEB_PORT": str(free_port()),
         "LUSTRAX_SINK_QUERY_PORT": str(free_port()),
         "LUSTRAX_HEAT_WEB_PORT": str(free_port()),
+        "LUSTRAX_WS_PORT": str(free_port()),
     }
 
 
@@ -49,7 +50,7 @@ def test_up_detached_then_status_then_down_leaves_nothing_running(tmp_path: Path
     try:
         status = _lustrax(env, "status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("ready") == 7  # kafka, s3, clickhouse, ingest, transcode, sink, heat
+        assert status.stdout.count("ready") == 8  # kafka, s3, clickhouse, ingest, transcode, sink, heat, gateway
     finally:
         down = _lustrax(env, "down")
     assert down.returncode == 0 and "stopped" in down.stdout

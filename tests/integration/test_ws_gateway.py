@@ -122,6 +122,8 @@ def test_events_reach_the_subscribers_of_their_channel_and_no_others(gw: Setting
             assert new_video["channel"] == "feed" and new_video["data"]["video_id"] == video
             assert set(new_video["data"]) == {"video_id", "title", "video_url", "thumbnail", "premium", "published_at"}
             assert new_video["data"]["title"] == "fresh" and isinstance(new_video["seq"], int)
+            [presence] = await frames(watcher, 1, types=("presence",), timeout_s=5)
+            assert presence["data"] == {"video_id": video, "watching": 1}
             [like] = await frames(watcher, 1, types=("like_update",))
             assert like["channel"] == f"video:{video}"
             assert like["data"] == {"video_id": video, "like_count": 10, "delta": 4}
@@ -208,13 +210,13 @@ def test_a_client_that_stops_reading_does_not_delay_the_others_and_is_closed_slo
             await subscribe(slow, ["feed"])
             await subscribe(fast, ["feed"])
             closes_before = metric(gw, "lustrax_ws_slow_closes_total")
-            started = time.monotonic()
             await asyncio.to_thread(publish, gw, "VideoPublished", [published(v, title) for v in ids])
+            # A server that waited on the stalled client would hold the fast one until the keep-alive
+            # gave up on the slow one (40 s): longer than this timeout.
             got = await frames(fast, len(ids), types=("new_video",), timeout_s=30)
             # one batch over three partitions: the merge orders it by time, then partition
             assert sorted(f["data"]["video_id"] for f in got) == sorted(ids)
             assert [f["seq"] for f in got] == sorted({f["seq"] for f in got})
-            assert time.monotonic() - started < 15
             deadline = time.monotonic() + 10
             while metric(gw, "lustrax_ws_slow_closes_total") == closes_before:
                 assert time.monotonic() < deadline, "the slow client was not closed"
@@ -284,20 +286,26 @@ def test_recovery_after_a_disconnect_on_another_process_and_after_a_restart(stac
         assert metric(restarted, "lustrax_ws_recoveries_total", outcome="miss") == 2
 
 
-def test_shutdown_closes_every_client_with_going_away(stack: Settings) -> None:
+def test_processes_share_the_port_and_shutdown_closes_every_client_with_going_away(stack: Settings) -> None:
     async def connected(settings: Settings) -> ClientConnection:
         ws = await connect(url(settings))
         await subscribe(ws, ["feed"])
         return ws
 
-    with gateway(stack) as settings:
-        async def open_two() -> list[ClientConnection]:
-            return [await connected(settings), await connected(settings)]
-        loop = asyncio.new_event_loop()
-        clients = loop.run_until_complete(open_two())
+    [video] = new_ids(1)
+    loop = asyncio.new_event_loop()
+    with gateway(stack, ws_processes=2) as settings:  # two processes on one port (SO_REUSEPORT)
+        async def open_some() -> list[ClientConnection]:
+            clients = [await connected(settings) for _ in range(6)]
+            publish(settings, "VideoPublished", [published(video)])
+            for ws in clients:  # whichever process took it, every client gets the event
+                [got] = await frames(ws, 1, types=("new_video",))
+                assert got["data"]["video_id"] == video
+            return clients
+        clients = loop.run_until_complete(open_some())
     codes = []
     for ws in clients:
         loop.run_until_complete(ws.wait_closed())
         codes.append(ws.close_code)
     loop.close()
-    assert codes == [1001, 1001]
+    assert codes == [1001] * 6
