@@ -18,6 +18,7 @@ import resource
 import signal
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -42,7 +43,7 @@ from gateways.ws.protocol import Core, History, Limits, Positioned, Session, SEQ
 
 log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
-SWEEP_INTERVAL_S = 0.1
+SWEEP_INTERVAL_S = 0.25
 SLOW_CLOSE_CODE, SLOW_CLOSE_REASON = 3008, "slow"
 
 
@@ -110,7 +111,9 @@ class Gateway:
         self.verifier = TokenVerifier(settings.jwt_signing_secret)
         self.metrics = GatewayMetrics(self)
         self.sessions: dict[ServerConnection, Session[ServerConnection]] = {}
-        self._handshakes: dict[ServerConnection, Principal | None] = {}
+        # Who passed process_request; weak: a handshake that fails afterwards (Origin) never reaches
+        # the handler that would pop it.
+        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, Principal | None] = weakref.WeakKeyDictionary()
         self._per_ip: Counter[str] = Counter()
         self._closing: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

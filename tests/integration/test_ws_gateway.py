@@ -309,3 +309,17 @@ def test_processes_share_the_port_and_shutdown_closes_every_client_with_going_aw
         codes.append(ws.close_code)
     loop.close()
     assert codes == [1001] * 6
+
+
+def test_connections_per_address_are_limited(stack: Settings) -> None:
+    async def scenario(settings: Settings) -> None:
+        async with connect(url(settings)), connect(url(settings)):
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(url(settings)):
+                    pass
+            assert info.value.response.status_code == 429
+        async with connect(url(settings)):  # the count drops as connections close
+            pass
+
+    with gateway(stack, ws_max_connections_per_ip=2, ws_anonymous_feed=True) as settings:
+        asyncio.run(scenario(settings))
