@@ -340,6 +340,16 @@ class History:
             log.dropped_seq = log.seqs[drop - 1]
             del log.seqs[:drop], log.frames[:drop]
 
+    def expire(self, now: float) -> int:
+        """Trim every channel by age (the server calls it now and then: idle channels are otherwise
+        trimmed only when used); returns the frames still held."""
+        held = 0
+        for log in self.channels.values():
+            if log.frames and now - log.frames[0][0] > self.max_age_s:
+                self._trim(log, now)
+            held += len(log.frames)
+        return held
+
     def last_seq(self, channel: str) -> int:
         log = self.channels.get(channel)
         return log.last_seq if log else 0

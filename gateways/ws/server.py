@@ -44,6 +44,7 @@ from gateways.ws.protocol import Core, History, Limits, Positioned, Session, SEQ
 log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
 SWEEP_INTERVAL_S = 0.25
+EXPIRE_EVERY_ROUNDS = 40  # the history is trimmed by age every 10 s
 SLOW_CLOSE_CODE, SLOW_CLOSE_REASON = 3008, "slow"
 
 
@@ -78,6 +79,8 @@ class GatewayMetrics:
             gateway.core.hub.subscriptions)
         Gauge("lustrax_ws_consumer_lag_messages", "messages on the broker not yet read", registry=r).set_function(
             lambda: gateway.fanout.stats.lag)
+        Gauge("lustrax_ws_history_frames", "frames held for recovery (as of the last expiry)",
+              registry=r).set_function(lambda: gateway.history_frames)
         self.frames_sent = MetricCounter("lustrax_ws_frames_sent", "frames written to clients", registry=r)
         self.slow_closes = MetricCounter("lustrax_ws_slow_closes", "clients closed with 3008 slow", registry=r)
         self.recoveries = MetricCounter("lustrax_ws_recoveries", "resubscriptions with since", ["outcome"], registry=r)
@@ -119,6 +122,7 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.server: Server | None = None
+        self.history_frames = 0
 
     @property
     def ready(self) -> bool:
@@ -232,8 +236,12 @@ class Gateway:
 
     async def _sweep(self) -> None:
         bound = self.settings.ws_client_buffer_bytes
+        rounds = 0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
+            rounds += 1
+            if rounds % EXPIRE_EVERY_ROUNDS == 0:
+                self.history_frames = self.core.history.expire(time.time())
             for connection in list(self.sessions):
                 transport = connection.transport
                 if connection.state is State.OPEN and transport.get_write_buffer_size() > bound:

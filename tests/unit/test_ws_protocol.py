@@ -204,6 +204,15 @@ def test_a_client_ahead_of_this_instance_recovers_and_skips_what_it_has_seen() -
     assert not history.recover("video:x", Resume(T0 * SEQ_PER_MS - 2000), NOW).recovered
 
 
+def test_expiry_trims_idle_channels_by_age_and_keeps_their_floor() -> None:
+    history = History(10, 60, "e1")
+    old_seq, _ = history.append(_pub("video:idle"), T0, NOW)
+    history.append(_pub("video:busy"), T0 + 50_000, NOW)
+    assert history.expire(NOW + 70) == 1  # the idle channel's frame aged out, the busy one's did not
+    assert history.recover("video:idle", Resume(old_seq), NOW + 70).recovered  # nothing was missed
+    assert not history.recover("video:idle", Resume(old_seq - 1), NOW + 70).recovered
+
+
 def test_forgetting_a_channel_raises_the_horizon() -> None:
     history = History(10, 600, "e1", max_channels=2)
     for n in range(3):
