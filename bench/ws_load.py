@@ -134,6 +134,7 @@ async def run_client(url: str, connections: int, seconds: float, warmup: float, 
 
     await asyncio.gather(*(open_one(i) for i in range(connections)))
     connect_s = time.monotonic() - started
+    print("connected", flush=True)  # bench/ws.py starts the traffic now
     await asyncio.sleep(warmup)
     print("measure-start", flush=True)  # bench/ws.py samples the server's CPU time here
     stats.measuring = True
@@ -156,8 +157,9 @@ async def run_client(url: str, connections: int, seconds: float, warmup: float, 
             "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": len(lat)}}
 
 
-async def run_bare(port: int, rate: float, size: int) -> None:
-    """The baseline: broadcast() of one frame per tick to every connection, on a fixed schedule."""
+async def run_bare(port: int, rate: float, size: int, expect: int) -> None:
+    """The baseline: broadcast() of one frame per tick to every connection, on a fixed schedule,
+    from when `expect` clients are connected (or 120 s passed)."""
     from websockets.asyncio.server import broadcast, serve
 
     raise_nofile()
@@ -169,6 +171,9 @@ async def run_bare(port: int, rate: float, size: int) -> None:
 
     async with serve(handler, "127.0.0.1", port, compression=None, max_size=65536) as server:
         print("ready", flush=True)
+        deadline = time.monotonic() + 120
+        while len(server.connections) < expect and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
         interval = 1 / rate
         due = time.time()
         while True:
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     bare.add_argument("--port", type=int, required=True)
     bare.add_argument("--rate", type=float, default=10)
     bare.add_argument("--size", type=int, default=300)
+    bare.add_argument("--expect", type=int, default=1)
     args = parser.parse_args(argv)
     if args.mode == "client":
         import uvloop  # the client must cost less per frame than the server it measures
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                                         args.subscribe or None))
         print(json.dumps(result), flush=True)
     else:
-        asyncio.run(run_bare(args.port, args.rate, args.size))
+        asyncio.run(run_bare(args.port, args.rate, args.size, args.expect))
     return 0
 
 
