@@ -121,7 +121,11 @@ def _server(settings: Settings, kind: str, processes: int, rate: float, clients:
         yield url, _family(proc.pid)
     finally:
         proc.terminate()
-        proc.wait(20)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def _produce(settings: Settings, rate: float, stop: threading.Event) -> None:
@@ -196,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--big-only", action="store_true")
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="lustrax-bench-ws-"))
     settings = load_settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}",
@@ -205,10 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     stack.start()
     try:
         n, s = args.connections, args.seconds
+        summary: dict[str, Any] = {}
+        if args.big_only:
+            return _big(settings, args.big, s, summary)
         bare = phase(settings, "bare", n, THROUGHPUT_RATE, s)
         one = phase(settings, "gateway", n, THROUGHPUT_RATE, s)
         two = phase(settings, "gateway", n, THROUGHPUT_RATE, s, processes=2)
-        summary: dict[str, Any] = {
+        summary.update({
             "bare_deliveries_per_s": bare["deliveries_per_s"], "gateway_deliveries_per_s": one["deliveries_per_s"],
             "gateway_vs_bare_pct": round(100 * one["deliveries_per_s"] / max(1, bare["deliveries_per_s"]), 1),
             "bare_deliveries_per_cpu_s": bare["deliveries_per_cpu_s"],
@@ -218,17 +226,26 @@ def main(argv: list[str] | None = None) -> int:
             "two_processes_deliveries_per_s": two["deliveries_per_s"],
             "two_processes_deliveries_per_cpu_s": two["deliveries_per_cpu_s"],
             f"bare_p99_ms_at_{n}": bare["latency_ms"]["p99"], f"gateway_p99_ms_at_{n}": one["latency_ms"]["p99"],
-            f"two_processes_p99_ms_at_{n}": two["latency_ms"]["p99"]}
-        if not args.skip_big:
-            big_bare = phase(settings, "bare", args.big, 10, s)
-            big = phase(settings, "gateway", args.big, 10, s)
-            summary.update({f"bare_p99_ms_at_{args.big}": big_bare["latency_ms"]["p99"],
-                            f"gateway_p99_ms_at_{args.big}": big["latency_ms"]["p99"],
-                            "most_connections_held": big["held"], "kib_per_connection": big["kib_per_connection"],
-                            "big_deliveries_per_s": big["deliveries_per_s"], "big_server_cpu_pct": big["server_cpu_pct"]})
-        print(json.dumps({"summary": summary}, indent=1))
+            f"two_processes_p99_ms_at_{n}": two["latency_ms"]["p99"]})
+        if args.skip_big:
+            print(json.dumps({"summary": summary}, indent=1))
+            return 0
+        return _big(settings, args.big, s, summary)
     finally:
         stack.stop()
+
+
+def _big(settings: Settings, clients: int, seconds: float, summary: dict[str, Any]) -> int:
+    big_bare = phase(settings, "bare", clients, 10, seconds)
+    big = phase(settings, "gateway", clients, 10, seconds)
+    summary.update({f"bare_p99_ms_at_{clients}": big_bare["latency_ms"]["p99"],
+                    f"gateway_p99_ms_at_{clients}": big["latency_ms"]["p99"],
+                    "bare_big_deliveries_per_cpu_s": big_bare["deliveries_per_cpu_s"],
+                    "gateway_big_deliveries_per_cpu_s": big["deliveries_per_cpu_s"],
+                    "most_connections_held": big["held"], "kib_per_connection": big["kib_per_connection"],
+                    "bare_kib_per_connection": big_bare["kib_per_connection"],
+                    "big_deliveries_per_s": big["deliveries_per_s"], "big_server_cpu_pct": big["server_cpu_pct"]})
+    print(json.dumps({"summary": summary}, indent=1))
     return 0
 
 

@@ -275,6 +275,7 @@ def _child() -> None:
 def serve_gateway(settings: Settings) -> None:
     """`lustrax serve gateway`: LUSTRAX_WS_PROCESSES processes on one port (SO_REUSEPORT)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # not a line per connection opened/closed
     raise_open_file_limit()
     if settings.ws_processes == 1:
         asyncio.run(run_gateway(settings))
