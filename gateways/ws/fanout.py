@@ -63,7 +63,8 @@ class Fanout:
             "group.id": f"lustrax-ws-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "fetch.wait.max.ms": 50,
+            # Idle fetches return this often with fresh high watermarks (the merge relies on them).
+            "fetch.wait.max.ms": 10,
             "socket.connection.setup.timeout.ms": 3000,
         }, logger=log)
         self.sources: list[TopicPartition] = []
@@ -120,7 +121,7 @@ class Fanout:
         while not self._stop.is_set():
             # Wait for one message, then take what else is there without waiting: consume(n, t)
             # alone would hold a batch up to t to fill it.
-            first = self._consumer.poll(0.05)
+            first = self._consumer.poll(0.01 if merger.pending() else 0.05)
             messages = [] if first is None else [first, *self._consumer.consume(999, 0)]
             now = time.monotonic()
             for msg in messages:
@@ -141,7 +142,7 @@ class Fanout:
                 self.stats.decoded += 1
                 merger.push(Positioned(msg.timestamp()[1], source, msg.offset(), (schema, record), now))
             self._refresh_watermarks()
-            ready = merger.pop_ready(self._is_caught_up, now)
+            ready = merger.pop_ready(self._is_caught_up, time.monotonic())
             if ready:
                 self.deliver(ready)
             if not self.caught_up.is_set() and merger.pending() == 0 and all(

@@ -253,13 +253,17 @@ class Merger:
 
     Each source is read in offset order; across sources the head with the smallest
     (timestamp, source, offset) goes first, but only once every other source either has a head
-    waiting or is caught up (nothing more on the broker). A head older than `max_hold_s` goes
-    anyway, so that a stalled partition does not stall the gateway.
+    waiting, or is caught up (nothing more on the broker) and the head arrived `settle_s` ago:
+    one produce request may append to several partitions, and the high watermark the consumer
+    caches for another partition can predate the append; the next fetch responses (every
+    fetch.wait.max.ms when idle) bring it up to date. A head that waited `max_hold_s` goes anyway,
+    so that a stalled partition does not stall the gateway.
     """
 
-    def __init__(self, sources: int, max_hold_s: float = 0.2) -> None:
+    def __init__(self, sources: int, max_hold_s: float = 0.2, settle_s: float = 0.03) -> None:
         self.queues: list[deque[Positioned]] = [deque() for _ in range(sources)]
         self.max_hold_s = max_hold_s
+        self.settle_s = settle_s
 
     def push(self, item: Positioned) -> None:
         self.queues[item.source].append(item)
@@ -268,14 +272,16 @@ class Merger:
         return sum(len(q) for q in self.queues)
 
     def pop_ready(self, caught_up: Callable[[int], bool], now: float) -> list[Positioned]:
+        """`now`: the clock of the arrival times (monotonic seconds)."""
         ready: list[Positioned] = []
         while True:
             heads = [q[0] for q in self.queues if q]
             if not heads:
                 return ready
             first = min(heads, key=lambda item: item.key)
-            waiting_on_empty = any(not q and not caught_up(i) for i, q in enumerate(self.queues))
-            if waiting_on_empty and now - first.arrived < self.max_hold_s:
+            empty = [i for i, q in enumerate(self.queues) if not q]
+            unsure = any(not caught_up(i) for i in empty) or (bool(empty) and now - first.arrived < self.settle_s)
+            if unsure and now - first.arrived < self.max_hold_s:
                 return ready
             ready.append(self.queues[first.source].popleft())
 

@@ -123,6 +123,7 @@ class Gateway:
         self._thread: threading.Thread | None = None
         self.server: Server | None = None
         self.history_frames = 0
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -136,6 +137,10 @@ class Gateway:
         self.core.history.horizon = self.fanout.started_ms * SEQ_PER_MS
         self._thread = threading.Thread(target=self.fanout.run, name="ws-fanout", daemon=True)
         self._thread.start()
+        # Listen only once the history is rebuilt: with SO_REUSEPORT the kernel then hands
+        # connections only to processes that are ready, and /healthz on the shared port is true.
+        while not await asyncio.to_thread(self.fanout.caught_up.wait, 0.5):
+            pass
         s = self.settings
         self.server = await serve(
             self._handle, s.ws_host, s.ws_port, process_request=self._process_request,
@@ -147,7 +152,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Close every client with 1001 (going away), then the consumer."""
-        self._sweeper.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.server is not None:
             self.server.close(code=1001, reason="gateway shutting down")
             await self.server.wait_closed()
@@ -261,9 +267,15 @@ async def run_gateway(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     gateway = Gateway(settings)
-    await gateway.start()
-    log.info("gateway listening on ws://%s:%s%s", settings.ws_host, settings.ws_port, WS_PATH)
-    await stop.wait()
+    starting = asyncio.create_task(gateway.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if starting.done():
+        starting.result()  # a failed start raises here
+        log.info("gateway listening on ws://%s:%s%s", settings.ws_host, settings.ws_port, WS_PATH)
+        await stopping
+    else:
+        starting.cancel()  # stopped while rebuilding the history
     await gateway.stop()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import urllib.request
 import uuid
@@ -201,11 +202,17 @@ def test_bad_messages_tokens_origins_and_limits(gw: Settings) -> None:
 
 
 def test_a_client_that_stops_reading_does_not_delay_the_others_and_is_closed_slow(gw: Settings) -> None:
-    ids = new_ids(120)
-    title = "x" * 60_000  # 120 frames of 60 KB: more than the socket buffers and the 256 KiB bound
+    ids = new_ids(150)
+    title = "x" * 60_000  # 150 frames of 60 KB: more than the socket buffers and the 256 KiB bound
 
     async def scenario() -> None:
-        async with connect(url(gw, token(gw, "slow")), max_queue=4) as slow, \
+        # A small receive buffer (no autotuning) on the slow client, so that the kernel cannot
+        # absorb what the gateway must bound itself.
+        small = socket.socket()
+        small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        small.connect(("127.0.0.1", gw.ws_port))
+        small.setblocking(False)
+        async with connect(url(gw, token(gw, "slow")), max_queue=4, sock=small) as slow, \
                 connect(url(gw, token(gw, "fast")), max_size=None) as fast:
             await subscribe(slow, ["feed"])
             await subscribe(fast, ["feed"])

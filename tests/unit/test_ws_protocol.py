@@ -323,7 +323,7 @@ def test_presence_is_rate_limited_and_sent_only_on_change() -> None:
 # -- the merge of partitions ----------------------------------------------------------------------
 
 def test_the_merge_orders_by_time_across_partitions_once_all_are_caught_up() -> None:
-    merger = Merger(sources=2, max_hold_s=1.0)
+    merger = Merger(sources=2, max_hold_s=1.0, settle_s=0.0)
     merger.push(Positioned(T0 + 5, 0, 10, "a5", arrived=0.0))
     merger.push(Positioned(T0 + 9, 0, 11, "a9", arrived=0.0))
     # Partition 1 has more on the broker: wait for it rather than guess.
@@ -333,8 +333,18 @@ def test_the_merge_orders_by_time_across_partitions_once_all_are_caught_up() -> 
     assert [p.payload for p in merger.pop_ready(lambda source: True, now=0.2)] == ["a9"]
 
 
+def test_the_merge_lets_a_fresh_head_settle_before_trusting_a_caught_up_partition() -> None:
+    merger = Merger(sources=2, max_hold_s=1.0, settle_s=0.03)
+    merger.push(Positioned(T0, 1, 1, "b", arrived=0.0))
+    assert merger.pop_ready(lambda source: True, now=0.01) == []  # a's may be on its way
+    merger.push(Positioned(T0, 0, 7, "a", arrived=0.02))  # same millisecond, other partition
+    assert [p.payload for p in merger.pop_ready(lambda source: True, now=0.02)] == ["a"]
+    assert merger.pop_ready(lambda source: True, now=0.025) == []
+    assert [p.payload for p in merger.pop_ready(lambda source: True, now=0.04)] == ["b"]
+
+
 def test_the_merge_keeps_each_partitions_order_and_releases_a_stalled_one_after_the_hold() -> None:
-    merger = Merger(sources=2, max_hold_s=0.5)
+    merger = Merger(sources=2, max_hold_s=0.5, settle_s=0.0)
     merger.push(Positioned(T0 + 9, 0, 1, "first", arrived=0.0))
     merger.push(Positioned(T0 + 1, 0, 2, "second", arrived=0.0))  # earlier clock, later offset
     assert merger.pop_ready(lambda source: False, now=0.1) == []
