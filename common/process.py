@@ -25,7 +25,7 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def die_with_parent(parent: int) -> Callable[[], None]:
     """preexec_fn: SIGKILL when the parent (thread) dies; exit at once if it died before the prctl."""
     def setup() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -96,7 +96,7 @@ class ManagedProcess:
                     env={**os.environ, **(self.env or {})},
                     cwd=self.cwd,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent(os.getpid()) if self.tie_to_parent else None,
+                    preexec_fn=die_with_parent(os.getpid()) if self.tie_to_parent else None,
                 )
             except OSError as exc:
                 raise ComponentError(self.name, f"cannot start {self.argv[0]}: {exc.strerror}", self.log_path) from None

@@ -115,6 +115,22 @@ class Settings(BaseSettings):
     moderation_retry_base_s: float = Field(default=1.0, gt=0)
     moderation_web_port: int = 6074
 
+    # WebSocket gateway (gateways/ws, docs/ws-protocol.md)
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8765
+    ws_processes: int = Field(default=1, ge=1, le=64)  # SO_REUSEPORT processes sharing ws_port
+    ws_history_size: int = Field(default=1000, ge=1)  # frames kept per channel for recovery
+    ws_history_age_s: float = Field(default=600.0, gt=0)
+    ws_max_channels: int = Field(default=128, ge=1)  # per connection
+    ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)  # client -> server
+    ws_max_connections_per_ip: int = Field(default=1000, ge=1)  # per gateway process
+    ws_client_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)  # past it: close 3008 "slow"
+    ws_anonymous_feed: bool = True
+    # Browser origins allowed to connect (comma-separated); clients that send no Origin are not browsers.
+    ws_allowed_origins: str = "http://127.0.0.1:8080,http://localhost:8080"
+    ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    ws_presence_interval_s: float = Field(default=2.0, gt=0)
+
     startup_timeout_s: float = Field(default=90.0, gt=0)
     # The supervisor (lustrax/restart_policy.py): a component that exits is restarted with backoff;
     # more than restart_max_failures exits within restart_window_s and it is given up.
@@ -148,6 +164,10 @@ class Settings(BaseSettings):
     @property
     def data_dir(self) -> Path:
         return self.home / "data"
+
+    @property
+    def ws_origins(self) -> list[str]:
+        return [origin.strip() for origin in self.ws_allowed_origins.split(",") if origin.strip()]
 
     @property
     def kafka_address(self) -> tuple[str, int]:

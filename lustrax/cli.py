@@ -136,6 +136,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         from producers.app import serve
 
         serve(settings)
+    elif args.service == "gateway":
+        from gateways.ws.server import serve_gateway
+
+        serve_gateway(settings)
     return 0
 
 
@@ -266,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("provision", help="create topics and buckets, apply ClickHouse migrations (idempotent)"
                    ).set_defaults(handler=cmd_provision)
     serve = sub.add_parser("serve", help="run one of the project's services in the foreground")
-    serve.add_argument("service", choices=["ingest"])
+    serve.add_argument("service", choices=["ingest", "gateway"])
     serve.set_defaults(handler=cmd_serve)
     worker = sub.add_parser("worker", help="run one of the stream processors (Faust worker) in the foreground")
     worker.add_argument("processor", choices=["transcode", "sink", "heat", "moderation"])

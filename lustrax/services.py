@@ -37,6 +37,7 @@ PROJECT_SERVICES: dict[str, ServiceSpec] = {
     "sink": ServiceSpec("sink", ("worker", "sink")),
     "heat": ServiceSpec("heat", ("worker", "heat")),
     "moderation": ServiceSpec("moderation", ("worker", "moderation")),
+    "gateway": ServiceSpec("gateway", ("serve", "gateway")),
 }
 
 
@@ -105,4 +106,5 @@ def local_services(settings: Settings, tie_to_parent: bool = True) -> list[Servi
         ServiceProcess(settings, PROJECT_SERVICES["heat"], "127.0.0.1", settings.heat_web_port, tie_to_parent),
         ServiceProcess(settings, PROJECT_SERVICES["moderation"], "127.0.0.1", settings.moderation_web_port,
                        tie_to_parent),
+        ServiceProcess(settings, PROJECT_SERVICES["gateway"], settings.ws_host, settings.ws_port, tie_to_parent),
     ]

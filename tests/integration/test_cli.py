@@ -34,6 +34,7 @@ def _fresh_env(home: Path) -> dict[str, str]:
         "LUSTRAX_SINK_QUERY_PORT": str(free_port()),
         "LUSTRAX_HEAT_WEB_PORT": str(free_port()),
         "LUSTRAX_MODERATION_WEB_PORT": str(free_port()),
+        "LUSTRAX_WS_PORT": str(free_port()),
     }
 
 
@@ -68,7 +69,7 @@ def test_up_detached_then_status_then_down_leaves_nothing_running(tmp_path: Path
         assert answered.returncode == 0, answered.stderr
         status = _lustrax(env, "status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("ready") == 8  # kafka, s3, clickhouse, ingest, transcode, sink, heat, moderation
+        assert status.stdout.count("ready") == 9  # kafka, s3, clickhouse, ingest, transcode, sink, heat, moderation, gateway
     finally:
         began = time.monotonic()
         down = _lustrax(env, "down")

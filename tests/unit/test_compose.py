@@ -50,3 +50,10 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     for variable in ("LUSTRAX_S3_SECRET_KEY", "LUSTRAX_JWT_SECRET", "LUSTRAX_CLICKHOUSE_PASSWORD"):
         assert f"${{{variable}:?" in text  # taken from the environment, required
+
+
+def test_the_gateway_publishes_its_port_on_loopback_with_a_health_check() -> None:
+    gateway = _compose()["services"]["gateway"]
+    assert gateway["ports"] == ["127.0.0.1:8765:8765"]
+    assert gateway["environment"]["LUSTRAX_WS_HOST"] == "0.0.0.0"
+    assert "http://127.0.0.1:8765/healthz" in " ".join(gateway["healthcheck"]["test"])
