@@ -33,6 +33,7 @@ COOKIE_NAMES = (POLICY_COOKIE, SIGNATURE_COOKIE, KEY_PAIR_COOKIE)
 MAX_COOKIE_CHARS = 4096
 _TO_CLOUDFRONT = bytes.maketrans(b"+=/", b"-_~")
 _FROM_CLOUDFRONT = bytes.maketrans(b"-_~", b"+=/")
+_CLOUDFRONT_B64 = re.compile(r"[A-Za-z0-9~-]*_{0,2}")
 _CONDITIONS = frozenset({"DateLessThan", "DateGreaterThan", "IpAddress"})
 
 
@@ -67,10 +68,13 @@ def cloudfront_b64encode(data: bytes) -> str:
 
 
 def cloudfront_b64decode(text: str) -> bytes:
-    """Strict: a character outside CloudFront's alphabet is an error, not skipped."""
+    """Strict: a character outside CloudFront's alphabet (standard base64's + = / included) is an
+    error, not skipped, so that one policy has one spelling."""
+    if not _CLOUDFRONT_B64.fullmatch(text):
+        raise CookieRefused("a cookie is not CloudFront base64")
     try:
         return base64.b64decode(text.encode("ascii").translate(_FROM_CLOUDFRONT), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
+    except binascii.Error:
         raise CookieRefused("a cookie is not CloudFront base64") from None
 
 
