@@ -167,7 +167,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="lustrax-bench-heat-"))
     settings = load_settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}",
                              kafka_controller_port=free_port(), s3_endpoint=f"http://127.0.0.1:{free_port()}",
-                             heat_web_port=free_port(), heat_emit_interval_s=5.0)
+                             heat_web_port=free_port(), heat_emit_interval_s=5.0, edge_port=free_port())
     stack = LocalStack(settings, with_services=False)
     print(f"starting a local stack under {home} ...", file=sys.stderr)
     stack.start()

@@ -188,7 +188,8 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="lustrax-bench-"))
     settings = load_settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
-                             s3_endpoint=f"http://127.0.0.1:{free_port()}", ingest_port=free_port())
+                             s3_endpoint=f"http://127.0.0.1:{free_port()}", ingest_port=free_port(),
+                             edge_port=free_port())
     stack = LocalStack(settings, with_services=False)  # the API is started below, on its own
     print(f"starting a local stack under {home} ...", file=sys.stderr)
     stack.start()

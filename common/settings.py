@@ -24,6 +24,8 @@ from common.tokens import DEFAULT_MAX_TTL_S
 
 ENV_PREFIX = "LUSTRAX_"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# The key pair id of the locally generated CloudFront key (production names its key group's key).
+LOCAL_KEY_PAIR_ID = "LOCALEDGEKEY"
 
 
 def _checkout_root() -> Path:
@@ -36,6 +38,16 @@ def split_host_port(address: str, default_port: int) -> tuple[str, int]:
     """'host:port' (or a URL) -> (host, port); IPv6 in brackets is accepted."""
     parsed = urlsplit(address if "//" in address else f"//{address}")
     return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def _new_rsa_key_pem() -> str:
+    """A new RSA 2048 key (what CloudFront key groups take) as PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode().strip()
 
 
 class Settings(BaseSettings):
@@ -65,8 +77,19 @@ class Settings(BaseSettings):
     clickhouse_dsn: str | None = None
     clickhouse_database: str = "lustrax"
 
-    # Delivery
+    # Delivery: published URLs are {cdn_base}/videos/{id}/...; by default the local edge (infra/edge).
     cdn_base: str | None = None
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 7080
+    # CloudFront signed cookies for premium videos (docs/playback.md): the key group's public key id
+    # and a PEM file with its RSA private key; locally a key is generated under LUSTRAX_HOME/secrets.
+    cloudfront_key_pair_id: str | None = None
+    cloudfront_private_key_file: Path | None = None
+    playback_ttl_s: int = Field(default=4 * 3600, gt=0, le=7 * 24 * 3600)
+    # Bind the cookies to the caller's IP (/32): breaks players that change networks mid-session.
+    playback_bind_client_ip: bool = False
+    # Set-Cookie Domain, e.g. `.example.com` when the API and the CDN are sibling hosts.
+    playback_cookie_domain: str | None = None
     jwt_secret: str | None = None
     # Longest token lifetime (exp - iat) the APIs accept, and that `lustrax token --ttl` issues.
     jwt_max_ttl_s: int = Field(default=DEFAULT_MAX_TTL_S, gt=0)
@@ -145,7 +168,8 @@ class Settings(BaseSettings):
         if self.env == "production":
             missing = [
                 f"{ENV_PREFIX}{name.upper()}"
-                for name in ("s3_access_key", "s3_secret_key", "jwt_secret", "clickhouse_dsn", "cdn_base")
+                for name in ("s3_access_key", "s3_secret_key", "jwt_secret", "clickhouse_dsn", "cdn_base",
+                             "cloudfront_key_pair_id", "cloudfront_private_key_file")
                 if not getattr(self, name)
             ]
             if missing:
@@ -187,7 +211,17 @@ class Settings(BaseSettings):
 
     @property
     def public_base_url(self) -> str:
-        return (self.cdn_base or f"{self.s3_endpoint.rstrip('/')}/{self.s3_public_bucket}").rstrip("/")
+        """The CDN base of published URLs: LUSTRAX_CDN_BASE, else the local edge."""
+        return (self.cdn_base or f"http://{self.edge_host}:{self.edge_port}").rstrip("/")
+
+    @property
+    def public_origin_url(self) -> str:
+        """The public bucket itself (the CDN's origin): anonymous reads of free objects only."""
+        return f"{self.s3_endpoint.rstrip('/')}/{self.s3_public_bucket}"
+
+    @property
+    def cloudfront_key_id(self) -> str:
+        return self.cloudfront_key_pair_id or LOCAL_KEY_PAIR_ID
 
     # -- secrets: given, or generated once for the local stack ---------------------------------
     @cached_property
@@ -200,6 +234,15 @@ class Settings(BaseSettings):
     @cached_property
     def jwt_signing_secret(self) -> str:
         return self.jwt_secret or self._local_secret("jwt_secret", lambda: secrets.token_urlsafe(48))
+
+    @cached_property
+    def cloudfront_private_key_pem(self) -> str:
+        if self.cloudfront_private_key_file is not None:
+            try:
+                return self.cloudfront_private_key_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"{ENV_PREFIX}CLOUDFRONT_PRIVATE_KEY_FILE: cannot read it: {exc}") from None
+        return self._local_secret("cloudfront_private_key.pem", _new_rsa_key_pem)
 
     def _local_secret(self, name: str, make: Callable[[], str]) -> str:
         path = self.home / "secrets" / name

@@ -25,6 +25,12 @@ class Principal:
     user_id: str
     roles: frozenset[str]
     expires_at: float = 0.0
+    premium: bool = False  # the `premium: true` claim
+
+    @property
+    def entitled_to_premium(self) -> bool:
+        """Premium playback (API.md): the `premium: true` claim or the `premium` role."""
+        return self.premium or "premium" in self.roles
 
     @property
     def privileged(self) -> bool:
@@ -33,9 +39,11 @@ class Principal:
 
 
 def issue_token(secret: str, user_id: str, roles: tuple[str, ...] = (), ttl_s: int = 3600,
-                now: float | None = None) -> str:
+                now: float | None = None, premium: bool = False) -> str:
     issued = int(now if now is not None else time.time())
-    claims = {"sub": user_id, "iat": issued, "exp": issued + ttl_s, "roles": list(roles)}
+    claims: dict[str, object] = {"sub": user_id, "iat": issued, "exp": issued + ttl_s, "roles": list(roles)}
+    if premium:
+        claims["premium"] = True
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -77,7 +85,10 @@ def verify_token(secret: str, authorization: str | None, now: float | None = Non
         raise ApiError(401, "invalid_token", "the token's subject is not a valid user id", "authorization")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise ApiError(401, "invalid_token", "the token's roles must be a list of strings", "authorization")
-    return Principal(subject, frozenset(roles), expires_at)
+    premium = claims.get("premium", False)
+    if not isinstance(premium, bool):
+        raise ApiError(401, "invalid_token", "the token's premium claim must be true or false", "authorization")
+    return Principal(subject, frozenset(roles), expires_at, premium)
 
 
 class TokenVerifier:

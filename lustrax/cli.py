@@ -140,6 +140,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         from gateways.ws.server import serve_gateway
 
         serve_gateway(settings)
+    elif args.service == "edge":
+        from infra.edge.server import serve as serve_edge
+
+        serve_edge(settings)
     return 0
 
 
@@ -263,14 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="what answers; exits non-zero while anything is down").set_defaults(
         handler=cmd_status)
     restart = sub.add_parser("restart", help="restart one component of the running stack and wait until it answers")
-    restart.add_argument("component", help="kafka, s3, ingest, transcode, sink or heat")
+    restart.add_argument("component", help="kafka, s3, edge, ingest, transcode, sink or heat")
     restart.set_defaults(handler=cmd_restart)
     sub.add_parser("setup", help="fetch Kafka (Maven) and build versitygw (Go) into the cache").set_defaults(
         handler=cmd_setup)
     sub.add_parser("provision", help="create topics and buckets, apply ClickHouse migrations (idempotent)"
                    ).set_defaults(handler=cmd_provision)
     serve = sub.add_parser("serve", help="run one of the project's services in the foreground")
-    serve.add_argument("service", choices=["ingest", "gateway"])
+    serve.add_argument("service", choices=["ingest", "gateway", "edge"])
     serve.set_defaults(handler=cmd_serve)
     worker = sub.add_parser("worker", help="run one of the stream processors (Faust worker) in the foreground")
     worker.add_argument("processor", choices=["transcode", "sink", "heat", "moderation"])

@@ -20,6 +20,7 @@ INFRASTRUCTURE: dict[str, str] = {
     "kafka": "Apache Kafka broker (KRaft)",
     "clickhouse": "ClickHouse server (the local stack embeds chDB instead)",
     "s3": "S3-compatible object store (versitygw)",
+    "edge": "CDN edge in front of the public bucket (CloudFront in production; locally infra/edge)",
 }
 
 
@@ -95,6 +96,14 @@ class ServiceProcess:
     def wait_ready(self) -> float:
         assert self.process is not None
         return self.process.wait_ready(lambda: http_ok(f"{self.address()}/healthz"), self.settings.startup_timeout_s)
+
+
+# The local edge runs from this package too, but as infrastructure: started with the S3 server.
+EDGE = ServiceSpec("edge", ("serve", "edge"))
+
+
+def local_edge(settings: Settings, tie_to_parent: bool = True) -> ServiceProcess:
+    return ServiceProcess(settings, EDGE, settings.edge_host, settings.edge_port, tie_to_parent)
 
 
 def local_services(settings: Settings, tie_to_parent: bool = True) -> list[ServiceProcess]:

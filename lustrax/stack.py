@@ -29,7 +29,7 @@ from common.process import (GroupGuard, ManagedProcess, pid_alive, port_is_free,
                             stop_process_groups)
 from lustrax.provision import Endpoint, provision
 from lustrax.restart_policy import RestartPolicy, RestartTracker
-from lustrax.services import http_ok, local_services
+from lustrax.services import http_ok, local_edge, local_services
 from common.settings import LOOPBACK_HOSTS, Settings
 
 SUPERVISE_TICK_S = 0.25
@@ -67,7 +67,8 @@ class LocalStack:
             raise ConfigError("the local stack runs with LUSTRAX_ENV=local; production uses its own services")
         self.settings = settings
         self.infrastructure: list[Component] = [KafkaBroker(settings, tie_to_parent),
-                                                VersityGateway(settings, tie_to_parent)]
+                                                VersityGateway(settings, tie_to_parent),
+                                                local_edge(settings, tie_to_parent)]
         # Tests and benchmarks start the services they exercise themselves, with their own settings.
         self.services: list[Component] = list(local_services(settings, tie_to_parent)) if with_services else []
         self.started: list[Component] = []
@@ -309,7 +310,7 @@ def probe_components(settings: Settings) -> dict[str, tuple[bool, str]]:
         "s3": (s3_answers(settings.s3_endpoint, timeout_s=2.0), settings.s3_endpoint),
     }
     results["clickhouse"] = _probe_clickhouse(settings)
-    for service in local_services(settings):
+    for service in [local_edge(settings), *local_services(settings)]:
         results[service.name] = (http_ok(f"{service.address()}/healthz", timeout_s=3.0), service.address())
     return results
 

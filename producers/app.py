@@ -30,7 +30,8 @@ from infra.kafka.producer import AsyncProducer, producer_config
 from infra.s3.buckets import s3_client
 from producers.deps import KIND_KEY, error_response, service_of
 from producers.openapi import openapi_document
-from producers.routers import events, health, uploads
+from producers.playback import BucketCatalog, PlaybackSigner
+from producers.routers import events, health, playback, uploads
 from producers.service import IngestService
 from producers.uploads import UploadService
 
@@ -44,20 +45,22 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_producer = producer is None
+        s3 = s3_client(settings)
         service = IngestService(
             settings,
             producer or AsyncProducer(producer_config(settings.kafka_bootstrap, settings.ingest_delivery_timeout_ms)),
-            UploadService(s3_client(settings), settings.s3_uploads_bucket, settings.upload_max_bytes,
-                          settings.upload_url_ttl_s),
+            UploadService(s3, settings.s3_uploads_bucket, settings.upload_max_bytes, settings.upload_url_ttl_s),
         )
         app.state.service = service
+        app.state.playback_catalog = BucketCatalog(s3, settings.s3_public_bucket)
+        app.state.playback_signer = PlaybackSigner(settings)
         yield
         if own_producer:
             service.producer.close()
 
     app = FastAPI(title="LustraX ingest API", version="1.0.0", lifespan=lifespan,
                   description=__doc__, docs_url="/docs", redoc_url=None)
-    for router in (events.router, uploads.router, health.router):
+    for router in (events.router, uploads.router, playback.router, health.router):
         app.include_router(router)
 
     @app.exception_handler(ApiError)

@@ -70,6 +70,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         kafka_controller_port=free_port(),
         s3_endpoint=f"http://127.0.0.1:{free_port()}",
+        edge_port=free_port(),
         ingest_port=free_port(),
         transcode_web_port=free_port(),
         sink_query_port=free_port(),

@@ -29,6 +29,7 @@ def _fresh_env(home: Path) -> dict[str, str]:
         "LUSTRAX_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
         "LUSTRAX_KAFKA_CONTROLLER_PORT": str(free_port()),
         "LUSTRAX_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "LUSTRAX_EDGE_PORT": str(free_port()),
         "LUSTRAX_INGEST_PORT": str(free_port()),
         "LUSTRAX_TRANSCODE_WEB_PORT": str(free_port()),
         "LUSTRAX_SINK_QUERY_PORT": str(free_port()),
@@ -69,7 +70,8 @@ def test_up_detached_then_status_then_down_leaves_nothing_running(tmp_path: Path
         assert answered.returncode == 0, answered.stderr
         status = _lustrax(env, "status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("ready") == 9  # kafka, s3, clickhouse, ingest, transcode, sink, heat, moderation, gateway
+        assert status.stdout.count("ready") == 10  # kafka, s3, clickhouse, edge, ingest, transcode, sink, heat,
+        #                                            moderation, gateway
     finally:
         began = time.monotonic()
         down = _lustrax(env, "down")

@@ -63,11 +63,11 @@ def test_public_bucket_is_anonymously_readable_but_not_writable_or_listable(stac
     key = f"videos/{uuid.uuid4().hex}/thumb.jpg"
     client.put_object(Bucket=stack.s3_public_bucket, Key=key, Body=b"\xff\xd8jpeg", ContentType="image/jpeg",
                       CacheControl="public, max-age=31536000, immutable")
-    status, body, headers = _http(f"{stack.public_base_url}/{key}")
+    status, body, headers = _http(f"{stack.public_origin_url}/{key}")
     assert (status, body) == (200, b"\xff\xd8jpeg")
     assert headers["Content-Type"] == "image/jpeg"
-    assert _http(f"{stack.public_base_url}/videos/x/new.jpg", "PUT", b"evil")[0] == 403
-    assert _http(f"{stack.public_base_url}/")[0] == 403
+    assert _http(f"{stack.public_origin_url}/videos/x/new.jpg", "PUT", b"evil")[0] == 403
+    assert _http(f"{stack.public_origin_url}/")[0] == 403
 
 
 def test_staging_bucket_is_private(stack: Settings) -> None:

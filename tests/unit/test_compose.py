@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from lustrax.services import INFRASTRUCTURE, PROJECT_SERVICES
+from lustrax.services import EDGE, INFRASTRUCTURE, PROJECT_SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_SCHEMA = ROOT / "infra" / "compose" / "compose-spec.json"
@@ -40,6 +40,15 @@ def test_every_service_of_the_project_is_in_compose() -> None:
         assert tuple(services[name]["command"]) == spec.command
 
 
+def test_the_edge_runs_from_the_image_with_the_cloudfront_key() -> None:
+    services = _compose()["services"]
+    edge = services[EDGE.name]
+    assert edge["build"] == "." and tuple(edge["command"]) == EDGE.command
+    # The edge checks premium cookies and the API signs them: both need the key, nothing else does.
+    holders = {name for name, service in services.items() if "cloudfront_private_key" in service.get("secrets", [])}
+    assert holders == {"edge", "ingest"}
+
+
 def test_published_ports_bind_to_loopback_only() -> None:
     for name, service in _compose()["services"].items():
         for port in service.get("ports", []):
@@ -48,7 +57,8 @@ def test_published_ports_bind_to_loopback_only() -> None:
 
 def test_no_secret_is_written_in_the_compose_file() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for variable in ("LUSTRAX_S3_SECRET_KEY", "LUSTRAX_JWT_SECRET", "LUSTRAX_CLICKHOUSE_PASSWORD"):
+    for variable in ("LUSTRAX_S3_SECRET_KEY", "LUSTRAX_JWT_SECRET", "LUSTRAX_CLICKHOUSE_PASSWORD",
+                     "LUSTRAX_CLOUDFRONT_PRIVATE_KEY_PATH"):
         assert f"${{{variable}:?" in text  # taken from the environment, required
 
 

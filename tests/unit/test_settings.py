@@ -13,10 +13,13 @@ def test_values_come_from_prefixed_environment_variables(monkeypatch: pytest.Mon
     monkeypatch.setenv("LUSTRAX_HOME", str(tmp_path))
     monkeypatch.setenv("LUSTRAX_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     monkeypatch.setenv("LUSTRAX_S3_ENDPOINT", "http://127.0.0.1:17070")
+    monkeypatch.setenv("LUSTRAX_EDGE_PORT", "17080")
     settings = load_settings()
     assert settings.kafka_address == ("127.0.0.1", 19092)
     assert settings.s3_address == ("127.0.0.1", 17070)
-    assert settings.public_base_url == "http://127.0.0.1:17070/lustrax-public"
+    # Published URLs go through the edge, which reads the public bucket.
+    assert settings.public_base_url == "http://127.0.0.1:17080"
+    assert settings.public_origin_url == "http://127.0.0.1:17070/lustrax-public"
     assert settings.clickhouse_url == f"chdb://{tmp_path.resolve() / 'data' / 'clickhouse'}"
 
 
@@ -33,7 +36,23 @@ def test_production_refuses_to_start_without_secrets(monkeypatch: pytest.MonkeyP
         load_settings()
     message = str(raised.value)
     assert "LUSTRAX_S3_SECRET_KEY" in message and "LUSTRAX_JWT_SECRET" in message
+    assert "LUSTRAX_CLOUDFRONT_KEY_PAIR_ID" in message and "LUSTRAX_CLOUDFRONT_PRIVATE_KEY_FILE" in message
     assert "LUSTRAX_S3_ACCESS_KEY" not in message
+
+
+def test_the_cloudfront_key_is_generated_once_privately_or_read_from_its_file(tmp_path: Path) -> None:
+    first = load_settings(home=tmp_path / "a")
+    assert first.cloudfront_private_key_pem == load_settings(home=tmp_path / "a").cloudfront_private_key_pem
+    assert first.cloudfront_private_key_pem.startswith("-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE((tmp_path / "a" / "secrets" / "cloudfront_private_key.pem").stat().st_mode) == 0o600
+    given = tmp_path / "key.pem"
+    given.write_text(first.cloudfront_private_key_pem)
+    settings = load_settings(home=tmp_path / "b", cloudfront_private_key_file=given, cloudfront_key_pair_id="K2ABC")
+    assert (settings.cloudfront_private_key_pem, settings.cloudfront_key_id) == (first.cloudfront_private_key_pem,
+                                                                                 "K2ABC")
+    assert not (tmp_path / "b" / "secrets").exists()
+    with pytest.raises(ConfigError, match="LUSTRAX_CLOUDFRONT_PRIVATE_KEY_FILE"):
+        _ = load_settings(home=tmp_path / "c", cloudfront_private_key_file=tmp_path / "absent.pem").cloudfront_private_key_pem
 
 
 def test_local_secrets_are_generated_once_and_private(tmp_path: Path) -> None:

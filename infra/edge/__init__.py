@@ -1,0 +1,1 @@
+"""The CDN edge: CloudFront signed cookies (cloudfront.py) and the local edge that checks them (server.py)."""
