@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     like_update_min_interval_s: float = Field(default=5.0, ge=0)
     like_update_min_change: float = Field(default=0.1, gt=0)
 
+    # Moderation (processors/moderation, docs/moderation.md)
+    moderation_backend: Literal["local", "rekognition"] = "local"
+    moderation_policy: Path | None = None  # a policy file; None: the bundled policy/default.yaml
+    moderation_sample_interval_s: float = Field(default=2.0, ge=0.5, le=60)
+    moderation_min_confidence: float = Field(default=40.0, ge=0, le=100)  # Rekognition's MinConfidence
+    moderation_minor_age: int = Field(default=18, ge=1, le=30)  # a face whose AgeRange.Low is below: review
+    moderation_aws_region: str = "us-east-1"
+    moderation_max_attempts: int = Field(default=5, ge=1)
+    moderation_retry_base_s: float = Field(default=1.0, gt=0)
+    moderation_web_port: int = 6074
+
     startup_timeout_s: float = Field(default=90.0, gt=0)
     # The supervisor (lustrax/restart_policy.py): a component that exits is restarted with backoff;
     # more than restart_max_failures exits within restart_window_s and it is given up.

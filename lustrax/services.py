@@ -36,6 +36,7 @@ PROJECT_SERVICES: dict[str, ServiceSpec] = {
     "transcode": ServiceSpec("transcode", ("worker", "transcode")),
     "sink": ServiceSpec("sink", ("worker", "sink")),
     "heat": ServiceSpec("heat", ("worker", "heat")),
+    "moderation": ServiceSpec("moderation", ("worker", "moderation")),
 }
 
 
@@ -102,4 +103,6 @@ def local_services(settings: Settings, tie_to_parent: bool = True) -> list[Servi
         # The sink owns the embedded ClickHouse directory while the stack runs (chDB: one process).
         ServiceProcess(settings, PROJECT_SERVICES["sink"], "127.0.0.1", settings.sink_query_port, tie_to_parent),
         ServiceProcess(settings, PROJECT_SERVICES["heat"], "127.0.0.1", settings.heat_web_port, tie_to_parent),
+        ServiceProcess(settings, PROJECT_SERVICES["moderation"], "127.0.0.1", settings.moderation_web_port,
+                       tie_to_parent),
     ]

@@ -33,6 +33,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("lustrax.video.transcoded", "VideoTranscoded", 3, _retained(30)),
     TopicSpec("lustrax.video.transcode-failed", "TranscodeFailed", 3, _retained(30)),
     TopicSpec("lustrax.video.moderation", "ModerationDecided", 3, _retained(365)),
+    # The human review queue: one request per video decided NEEDS_REVIEW (docs/moderation.md).
+    TopicSpec("lustrax.video.review-queue", "ModerationReviewRequested", 3, _retained(365)),
     TopicSpec("lustrax.video.published", "VideoPublished", 3, _COMPACTED),
     TopicSpec("lustrax.engagement.views", "VideoView", 6, _retained(7)),
     TopicSpec("lustrax.engagement.likes", "VideoLike", 6, _retained(30)),

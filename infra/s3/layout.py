@@ -10,6 +10,8 @@ uploads bucket (private, temporary)
 staging bucket (private)
     videos/{id}/...          the transcoded ladder awaiting moderation
     ladders/{id}.json        the record of a finished ladder (outside videos/{id}/: never published)
+    moderation/{id}.json     the record of a video's moderation decision (likewise never published)
+    moderation/{id}.poster.jpg  the safe-for-work poster moderation chose, when not the transcoder's
 public bucket (the CDN origin)
     videos/{id}/...          a published free video: the seed's videos/{id}/master.m3u8, thumb.jpg
     premium/videos/{id}/...  a published premium video (signed cookies required at the CDN)
@@ -80,6 +82,14 @@ def ladder_prefix(video_id: str) -> str:
 
 def ladder_record_key(video_id: str) -> str:
     return f"ladders/{check_video_id(video_id)}.json"
+
+
+def moderation_record_key(video_id: str) -> str:
+    return f"moderation/{check_video_id(video_id)}.json"
+
+
+def moderation_poster_key(video_id: str) -> str:
+    return f"moderation/{check_video_id(video_id)}.poster.jpg"
 
 
 # -- public bucket ----------------------------------------------------------------------------

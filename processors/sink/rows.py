@@ -49,6 +49,8 @@ TABLE_OF_SCHEMA: dict[str, TableMapping] = {
     "TranscodeFailed": _mapping("transcode_failures", ("video_id", "reason", "retryable", "attempt")),
     "ModerationDecided": _mapping("moderation_decisions", ("video_id", "decision", "provider", "labels", "reason"),
                                   _moderation_row),
+    "ModerationReviewRequested": _mapping("review_queue", ("video_id", "decision_event_id", "master_playlist_key",
+                                                           "premium", "priority", "reasons", "not_checked")),
     "VideoPublished": _mapping("publications", ("video_id", "title", "uploader_id", "video_url", "thumbnail",
                                                 "premium", "published_at")),
     "HeatScoreUpdated": _mapping("heat_scores", ("video_id", "window", "window_end", "score", "views",
