@@ -55,7 +55,9 @@ class CatalogFeed:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            consumer = Consumer({"bootstrap.servers": self.bootstrap, "enable.auto.commit": False, "enable.auto.offset.store": False,
+            # librdkafka wants a group.id; without subscribe() or commits no group is ever joined.
+            consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "lustrax-catalog",
+                                 "enable.auto.commit": False, "enable.auto.offset.store": False,
                                  "socket.connection.setup.timeout.ms": 3000}, logger=log)
             try:
                 self._assign(consumer)
@@ -63,6 +65,9 @@ class CatalogFeed:
                     self._take(consumer.consume(num_messages=_BATCH, timeout=0.2))
             except KafkaException as exc:  # the broker or a topic not there yet: the next attempt rebuilds
                 log.warning("catalog feed: %s; retrying in %.0f s", exc, _RETRY_S)
+                self.stopping.wait(_RETRY_S)
+            except Exception:  # noqa: BLE001 - a bug must not leave the replica without a catalog for good
+                log.exception("catalog feed failed; starting again in %.0f s", _RETRY_S)
                 self.stopping.wait(_RETRY_S)
             finally:
                 consumer.close()
