@@ -62,7 +62,10 @@ class CatalogFeed:
             try:
                 self._assign(consumer)
                 while not self.stopping.is_set():
-                    self._take(consumer.consume(num_messages=_BATCH, timeout=0.2))
+                    messages = consumer.consume(num_messages=_BATCH, timeout=0.2)
+                    self._take(messages)
+                    if not messages and self._behind:
+                        self._passed(consumer)
             except KafkaException as exc:  # the broker or a topic not there yet: the next attempt rebuilds
                 log.warning("catalog feed: %s; retrying in %.0f s", exc, _RETRY_S)
                 self.stopping.wait(_RETRY_S)
@@ -106,6 +109,13 @@ class CatalogFeed:
             if where in self._behind and message.offset() + 1 >= self._behind[where]:
                 del self._behind[where]
         self.projection.apply_all(events)
+        self._check_caught_up()
+
+    def _passed(self, consumer: Consumer) -> None:
+        """Idle: the positions tell too (the last offsets before the end may hold no record)."""
+        for position in consumer.position([TopicPartition(t, p) for t, p in self._behind]):
+            if position.offset >= self._behind[(position.topic, position.partition)]:
+                del self._behind[(position.topic, position.partition)]
         self._check_caught_up()
 
     def _check_caught_up(self) -> None:
