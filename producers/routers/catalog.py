@@ -18,6 +18,7 @@ from common.tokens import Principal
 from infra.s3.layout import is_video_id
 from infra.s3.uploads import read_manifest
 from producers.deps import ServiceDep, set_kind
+from producers.service import IngestService
 
 router = APIRouter(prefix="/v1/videos")
 MAX_LIMIT = 100
@@ -45,7 +46,7 @@ async def get_video(video_id: str, request: Request, service: ServiceDep) -> dic
     return public_view(record)
 
 
-async def _awaiting_upload(service: ServiceDep, video_id: str) -> VideoRecord | None:
+async def _awaiting_upload(service: IngestService, video_id: str) -> VideoRecord | None:
     """A video whose upload was announced but not completed has no event yet: its manifest says so."""
     manifest = await service.storage(read_manifest, service.uploads.s3, service.uploads.bucket, video_id)
     if manifest is None:
