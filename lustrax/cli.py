@@ -133,9 +133,10 @@ def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.service == "ingest":
+        from lustrax.review import human_reviewer
         from producers.app import serve
 
-        serve(settings)
+        serve(settings, reviewer=human_reviewer(settings))
     elif args.service == "gateway":
         from gateways.ws.server import serve_gateway
 
@@ -209,6 +210,18 @@ def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     ids = replay(settings, args.id, args.consumer)
     print(f"lustrax: replayed {len(ids)} dead letter(s) onto their source topics: {', '.join(ids)}")
+    return 0
+
+
+def cmd_review(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.clickhouse.analyst import format_table
+    from lustrax.review import review_decide, review_list
+
+    if args.action == "list":
+        print(format_table(*review_list(settings, args.url, args.limit)))
+        return 0
+    state = review_decide(settings, args.url, args.video_id, args.action == "approve", args.reason)
+    print(f"lustrax: {args.video_id} {args.action}d: now {state}")
     return 0
 
 
@@ -298,6 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     replaying.add_argument("id", nargs="?", help="a dead letter's id (topic:partition:offset, from `list`)")
     replaying.add_argument("--consumer", help="every dead letter this consumer parked")
     replaying.set_defaults(handler=cmd_dead_letters)
+    review = sub.add_parser("review", help="the human moderation queue (through the ingest API, as an admin)")
+    review.add_argument("--url", help="ingest API base URL (default from settings)")
+    review_actions = review.add_subparsers(dest="action", required=True)
+    queue = review_actions.add_parser("list", help="videos waiting for a human, oldest first")
+    queue.add_argument("--limit", type=_positive(int), default=50, help="at most this many (default 50)")
+    queue.set_defaults(handler=cmd_review)
+    approve = review_actions.add_parser("approve", help="approve a video in review: it is published")
+    approve.add_argument("video_id")
+    approve.add_argument("--reason", help="why (optional)")
+    approve.set_defaults(handler=cmd_review)
+    reject = review_actions.add_parser("reject", help="reject a video in review: it is never published")
+    reject.add_argument("video_id")
+    reject.add_argument("--reason", required=True, help="why (required)")
+    reject.set_defaults(handler=cmd_review)
     token = sub.add_parser("token", help="print a bearer token for local use")
     token.add_argument("--user", required=True, help="the token subject (user id)")
     role = token.add_mutually_exclusive_group()

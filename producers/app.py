@@ -31,16 +31,18 @@ from infra.s3.buckets import s3_client
 from producers.deps import KIND_KEY, error_response, service_of
 from producers.openapi import openapi_document
 from producers.playback import BucketCatalog, PlaybackSigner
-from producers.routers import events, health, playback, uploads
-from producers.service import IngestService
+from producers.routers import catalog, events, health, playback, review, uploads
+from producers.service import HumanReviewer, IngestService
 from producers.uploads import UploadService
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, producer: AsyncProducer | None = None) -> FastAPI:
+def create_app(settings: Settings, producer: AsyncProducer | None = None,
+               reviewer: HumanReviewer | None = None) -> FastAPI:
     """The ingest API: its routers, error handlers and the service built at start-up (`producer`
-    is given by tests; otherwise the app makes one and closes it at shutdown)."""
+    is given by tests; otherwise the app makes one and closes it at shutdown). `reviewer` makes
+    human review decisions (lustrax/review.py builds it); without it review decisions answer 503."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,17 +52,18 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Fas
             settings,
             producer or AsyncProducer(producer_config(settings.kafka_bootstrap, settings.ingest_delivery_timeout_ms)),
             UploadService(s3, settings.s3_uploads_bucket, settings.upload_max_bytes, settings.upload_url_ttl_s),
+            reviewer,
         )
         app.state.service = service
         app.state.playback_catalog = BucketCatalog(s3, settings.s3_public_bucket)
         app.state.playback_signer = PlaybackSigner(settings)
+        service.start()
         yield
-        if own_producer:
-            service.producer.close()
+        service.close(own_producer)
 
     app = FastAPI(title="LustraX ingest API", version="1.0.0", lifespan=lifespan,
                   description=__doc__, docs_url="/docs", redoc_url=None)
-    for router in (events.router, uploads.router, playback.router, health.router):
+    for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router):
         app.include_router(router)
 
     @app.exception_handler(ApiError)
@@ -93,9 +96,9 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None) -> Fas
     return app
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, reviewer: HumanReviewer | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    app = create_app(settings, reviewer=reviewer)
     # Latency: start-up objects never become garbage, so keep them out of every collection; and
     # hand the GIL between the event loop and the producer's poll thread every 1 ms, not 5 ms.
     gc.freeze()

@@ -6,12 +6,16 @@ import asyncio
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import CollectorRegistry, Counter as MetricCounter, Histogram
 
+from catalog.cursor import CursorCodec
+from catalog.feed import CatalogFeed
+from catalog.projection import CatalogProjection
 from common.errors import ApiError
 from common.settings import Settings
 from common.tokens import Principal, TokenVerifier, authorize_user
@@ -20,6 +24,11 @@ from producers.events import LikeEvent, check_event_time, to_avro
 from producers.limits import RecentIds, TokenBucketLimiter
 from producers.uploads import UploadService
 from schemas.codec import encode
+
+# A human's review decision (video_id, approve, reviewer_id, reason) -> the events to send; blocking.
+# The composition root (lustrax/review.py) builds it from processors/moderation: producers/ may not
+# import processors/ (docs/catalog.md).
+HumanReviewer = Callable[[str, bool, str, str | None], list[tuple[str, dict[str, Any]]]]
 
 
 class IngestMetrics:
@@ -37,14 +46,28 @@ class IngestMetrics:
 class IngestService:
     """Everything a request needs; one per process (the composition root of the API)."""
 
-    def __init__(self, settings: Settings, producer: AsyncProducer, uploads: UploadService) -> None:
+    def __init__(self, settings: Settings, producer: AsyncProducer, uploads: UploadService,
+                 reviewer: HumanReviewer | None = None) -> None:
         self.settings = settings
         self.producer = producer
         self.uploads = uploads
+        self.reviewer = reviewer
+        # The catalog read model (docs/catalog.md): this replica's own copy, rebuilt from the topics.
+        self.catalog = CatalogProjection()
+        self.catalog_feed = CatalogFeed(settings.kafka_bootstrap, self.catalog)
+        self.cursors = CursorCodec(settings.jwt_signing_secret)
         self.metrics = IngestMetrics()
         self.like_limiter = TokenBucketLimiter(settings.ingest_like_burst, settings.ingest_like_rate_per_min / 60)
         self.recent = RecentIds()
         self.tokens = TokenVerifier(settings.jwt_signing_secret, max_ttl_s=settings.jwt_max_ttl_s)
+
+    def start(self) -> None:
+        self.catalog_feed.start()
+
+    def close(self, own_producer: bool) -> None:
+        self.catalog_feed.stop()
+        if own_producer:
+            self.producer.close()
 
     async def accept(self, principal: Principal, events: list[Any], prefix: str | None) -> list[str]:
         """Authorize, rate-limit, encode and produce; returns event ids once all are acknowledged."""

@@ -26,15 +26,19 @@ def _retained(days: int) -> dict[str, str]:
 
 # Latest value per video kept forever: state that services rebuild by replaying the topic.
 _COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(3600 * 1000)}
+# Every event kept forever: the video lifecycle, which the catalog is rebuilt from (docs/catalog.md).
+# A few events per video, and the decisions are the moderation audit trail.
+_KEPT = {"cleanup.policy": "delete", "retention.ms": "-1"}
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("lustrax.video.uploaded", "VideoUploaded", 3, _retained(30)),
-    TopicSpec("lustrax.video.transcode-progress", "TranscodeProgress", 3, _retained(1)),
-    TopicSpec("lustrax.video.transcoded", "VideoTranscoded", 3, _retained(30)),
-    TopicSpec("lustrax.video.transcode-failed", "TranscodeFailed", 3, _retained(30)),
-    TopicSpec("lustrax.video.moderation", "ModerationDecided", 3, _retained(365)),
+    TopicSpec("lustrax.video.uploaded", "VideoUploaded", 3, _KEPT),
+    # Many per video, and the catalog needs only that one was sent: the latest per video is kept.
+    TopicSpec("lustrax.video.transcode-progress", "TranscodeProgress", 3, _COMPACTED),
+    TopicSpec("lustrax.video.transcoded", "VideoTranscoded", 3, _KEPT),
+    TopicSpec("lustrax.video.transcode-failed", "TranscodeFailed", 3, _KEPT),
+    TopicSpec("lustrax.video.moderation", "ModerationDecided", 3, _KEPT),
     # The human review queue: one request per video decided NEEDS_REVIEW (docs/moderation.md).
-    TopicSpec("lustrax.video.review-queue", "ModerationReviewRequested", 3, _retained(365)),
+    TopicSpec("lustrax.video.review-queue", "ModerationReviewRequested", 3, _KEPT),
     TopicSpec("lustrax.video.published", "VideoPublished", 3, _COMPACTED),
     TopicSpec("lustrax.engagement.views", "VideoView", 6, _retained(7)),
     TopicSpec("lustrax.engagement.likes", "VideoLike", 6, _retained(30)),

@@ -98,10 +98,11 @@ def clickhouse(stack: Settings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def ingest_api(stack: Settings) -> Iterator[str]:
     """The ingest API served by uvicorn over real HTTP on a free port; yields its base URL."""
+    from lustrax.review import human_reviewer
     from producers.app import create_app
     from tests.helpers import served
 
-    with served(create_app(stack)) as url:
+    with served(create_app(stack, reviewer=human_reviewer(stack))) as url:
         yield url
 
 

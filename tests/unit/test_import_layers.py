@@ -13,10 +13,12 @@ ALLOWED: dict[str, set[str]] = {
     "common": set(),
     "schemas": {"common"},
     "infra": {"common", "schemas"},
-    "producers": {"common", "schemas", "infra"},
-    "processors": {"common", "schemas", "infra"},
-    "gateways": {"common", "schemas", "infra"},
-    "lustrax": {"common", "schemas", "infra", "producers", "processors", "gateways"},
+    # The catalog read model (fold, projection, feed): shared by the API and any later reader.
+    "catalog": {"common", "schemas", "infra"},
+    "producers": {"common", "schemas", "infra", "catalog"},
+    "processors": {"common", "schemas", "infra", "catalog"},
+    "gateways": {"common", "schemas", "infra", "catalog"},
+    "lustrax": {"common", "schemas", "infra", "catalog", "producers", "processors", "gateways"},
 }
 
 

@@ -1,0 +1,71 @@
+"""GET /v1/videos/{video_id} and GET /v1/videos: the catalog, from this replica's projection (docs/catalog.md).
+
+Anyone reads published videos; an unpublished one only its uploader and admins, and to anyone
+else it answers 404 exactly as an unknown id does. Listing any state but `published` is for admins.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from catalog.access import is_admin, visible
+from catalog.fold import PUBLISHED, STATES, VideoRecord, public_view
+from common.errors import ApiError
+from common.tokens import Principal
+from infra.s3.layout import is_video_id
+from infra.s3.uploads import read_manifest
+from producers.deps import ServiceDep, set_kind
+from producers.service import IngestService
+
+router = APIRouter(prefix="/v1/videos")
+MAX_LIMIT = 100
+
+
+async def optional_principal(request: Request, service: ServiceDep) -> Principal | None:
+    """The caller, or None without an Authorization header (a bad token is still a 401)."""
+    set_kind(request, "catalog")
+    header = request.headers.get("authorization")
+    return None if header is None else service.tokens.verify(header)
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "not_found", "no video with this video_id", "video_id")
+
+
+@router.get("/{video_id}")
+async def get_video(video_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
+    principal = await optional_principal(request, service)
+    record = service.catalog.get(video_id)
+    if record is None and principal is not None and is_video_id(video_id):
+        record = await _awaiting_upload(service, video_id)
+    if record is None or not visible(record, principal):
+        raise _not_found()
+    return public_view(record)
+
+
+async def _awaiting_upload(service: IngestService, video_id: str) -> VideoRecord | None:
+    """A video whose upload was announced but not completed has no event yet: its manifest says so."""
+    manifest = await service.storage(read_manifest, service.uploads.s3, service.uploads.bucket, video_id)
+    if manifest is None:
+        return None
+    created = datetime.fromisoformat(manifest.created_at)
+    return VideoRecord(video_id, title=manifest.title, uploader_id=manifest.uploader_id, premium=manifest.premium,
+                       tags=tuple(manifest.tags), created_at=created, updated_at=created)
+
+
+@router.get("")
+async def list_videos(request: Request, service: ServiceDep, state: str = PUBLISHED,
+                      limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+                      cursor: Annotated[str | None, Query(max_length=512)] = None) -> dict[str, Any]:
+    principal = await optional_principal(request, service)
+    if state not in STATES:
+        raise ApiError(422, "invalid_value", f"state must be one of {', '.join(STATES)}", "state")
+    if state != PUBLISHED and not is_admin(principal):
+        raise ApiError(403, "forbidden", "only admins may list videos that are not published", "state")
+    after = service.cursors.decode(state, cursor) if cursor else None
+    records, last = service.catalog.page(state, limit, after)
+    return {"items": [public_view(record) for record in records],
+            "next_cursor": service.cursors.encode(state, last) if last else None}

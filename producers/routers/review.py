@@ -1,0 +1,74 @@
+"""The human review queue (admins): GET /v1/admin/review and POST /v1/admin/review/{video_id}.
+
+The queue is the catalog's `in_review` videos, oldest request first. A decision runs the moderation
+step the composition root injected (IngestService.reviewer: processors/moderation/review.py
+`human_decision`, which records it and, on approval, publishes the ladder), then this API produces
+the events it returns and folds them into its own projection, so the answer and this replica's
+next read already show the new state.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from catalog.access import is_admin
+from catalog.fold import public_view, review_view
+from common.errors import ApiError
+from common.tokens import Principal
+from infra.kafka.producer import OutgoingMessage
+from producers.deps import JsonBody, ServiceDep, principal_of
+from producers.events import validation_error
+from producers.openapi import request_body
+from producers.text import DisplayText
+from schemas.codec import encode
+from schemas.topics import TOPIC_BY_SCHEMA
+
+router = APIRouter(prefix="/v1/admin/review")
+MAX_LIMIT = 200
+
+
+class ReviewDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["approve", "reject"]
+    reason: Annotated[str, DisplayText(500)] | None = None
+
+
+def _admin(principal: Principal) -> Principal:
+    if not is_admin(principal):
+        raise ApiError(403, "forbidden", "the review queue is for admins", "authorization")
+    return principal
+
+
+@router.get("")
+async def review_queue(service: ServiceDep, principal: Annotated[Principal, principal_of("review")],
+                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
+    _admin(principal)
+    return {"items": [review_view(record) for record in service.catalog.review_queue(limit)]}
+
+
+@router.post("/{video_id}", openapi_extra={"requestBody": request_body(TypeAdapter(ReviewDecision))})
+async def decide(video_id: str, service: ServiceDep, principal: Annotated[Principal, principal_of("review")],
+                 body: JsonBody) -> dict[str, Any]:
+    _admin(principal)
+    try:
+        decision = ReviewDecision.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if decision.decision == "reject" and decision.reason is None:
+        raise ApiError(422, "missing_field", "a rejection needs a reason", "reason")
+    if service.catalog.get(video_id) is None:
+        raise ApiError(404, "not_found", "no video with this video_id", "video_id")
+    if service.reviewer is None:
+        raise ApiError(503, "review_unavailable", "this API process makes no review decisions", None)
+    # Blocking S3 work (the decision record, the ladder copies): off the loop; S3 trouble is a 503.
+    events = await service.storage(service.reviewer, video_id, decision.decision == "approve",
+                                   principal.user_id, decision.reason)
+    await service.producer.produce_all([OutgoingMessage(TOPIC_BY_SCHEMA[schema].name, video_id.encode(),
+                                                        encode(schema, record)) for schema, record in events])
+    service.catalog.apply_all(events)
+    record = service.catalog.get(video_id)
+    assert record is not None
+    return public_view(record)
