@@ -40,10 +40,9 @@ from pathlib import Path
 
 import processors.transcode.job as job
 from common.settings import load_settings
-from infra.s3.layout import new_video_id
+from infra.s3.layout import POSTER, new_video_id
 from processors.transcode.ffmpeg.binary import ffmpeg_binary
 from processors.transcode.ffmpeg.commands import (
-    POSTER,
     SEGMENT_PATTERN,
     STORYBOARD_SPRITE,
     VARIANT_PLAYLIST,

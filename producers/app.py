@@ -30,7 +30,7 @@ from infra.kafka.producer import AsyncProducer, producer_config
 from infra.s3.buckets import s3_client
 from producers.deps import KIND_KEY, error_response, service_of
 from producers.openapi import openapi_document
-from producers.playback import BucketCatalog, PlaybackSigner
+from producers.playback import CatalogPlayback, PlaybackSigner
 from producers.routers import catalog, events, health, playback, review, uploads
 from producers.service import HumanReviewer, IngestService
 from producers.uploads import UploadService
@@ -55,7 +55,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
             reviewer,
         )
         app.state.service = service
-        app.state.playback_catalog = BucketCatalog(s3, settings.s3_public_bucket)
+        app.state.playback_catalog = CatalogPlayback(service.catalog)
         app.state.playback_signer = PlaybackSigner(settings)
         service.start()
         yield

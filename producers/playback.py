@@ -1,52 +1,32 @@
 """Playback grants (POST /v1/videos/{id}/playback): the published URL, and for premium videos the
 CloudFront signed cookies that open the video's prefix at the CDN (docs/playback.md).
 
-Whether a video is published, and premium, comes from a PlaybackCatalog: the event-sourced catalog
-implements it; until then BucketCatalog looks for the master playlist in the public bucket, which
-the moderation worker writes last when it publishes.
+Whether a video is published, and premium, comes from the event-sourced catalog (catalog/): the
+same answer `GET /v1/videos/{id}` gives, from the same events.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ClientError
-
+from catalog.projection import CatalogProjection
 from common.errors import ApiError
 from common.settings import Settings
 from common.tokens import Principal
 from infra.edge.cloudfront import load_private_key, sign_cookies
-from infra.s3.layout import InvalidVideoId, check_video_id, is_missing, public_prefix, public_url
-
-# The ladder's entry point (processors/transcode/ffmpeg/commands.py names it too; producers may not import it).
-MASTER_PLAYLIST = "master.m3u8"
+from infra.s3.layout import MASTER_PLAYLIST, InvalidVideoId, check_video_id, public_url
 
 
-class PlaybackCatalog(Protocol):
-    def lookup(self, video_id: str) -> tuple[bool, bool] | None:
-        """(published, premium) of a known video; None for an unknown one. Blocking."""
+class CatalogPlayback:
+    """Playback's question to the catalog projection: (published, premium) of a known video."""
 
-
-class BucketCatalog:
-    """Published means the master playlist is in the public bucket, at the free or the premium key."""
-
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3 = s3
-        self.bucket = bucket
+    def __init__(self, projection: CatalogProjection) -> None:
+        self.projection = projection
 
     def lookup(self, video_id: str) -> tuple[bool, bool] | None:
-        # Free first: if both existed, the free copy is anonymously readable anyway.
-        for premium in (False, True):
-            try:
-                self.s3.head_object(Bucket=self.bucket, Key=public_prefix(video_id, premium) + MASTER_PLAYLIST)
-            except ClientError as exc:
-                if is_missing(exc):
-                    continue
-                raise
-            return True, premium
-        return None
+        record = self.projection.get(video_id)
+        return None if record is None else (record.published, record.premium)
 
 
 @dataclass(frozen=True)

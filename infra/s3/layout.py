@@ -27,6 +27,9 @@ import secrets
 from botocore.exceptions import ClientError
 
 VIDEO_ID_PATTERN = re.compile(r"[a-z2-7]{24}")
+# The seed's names inside a ladder: the player's entry point and the poster.
+MASTER_PLAYLIST = "master.m3u8"
+POSTER = "thumb.jpg"
 PREMIUM_ROOT = "premium/"
 # The error codes S3 servers answer for an absent object: GET says NoSuchKey, HEAD has no body and
 # so only the status (boto3 reports "404"); some servers say NotFound.

@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from infra.s3.layout import ladder_prefix, public_prefix, public_url
+from infra.s3.layout import MASTER_PLAYLIST, POSTER, ladder_prefix, public_prefix, public_url
 from infra.s3.uploads import UploadManifest
-from processors.transcode.ffmpeg.commands import MASTER_PLAYLIST, POSTER
 from schemas.envelope import new_record
 
 PRODUCER_NAME = "moderation"

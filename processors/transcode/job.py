@@ -14,12 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from infra.s3.layout import InvalidVideoId, check_video_id
+from infra.s3.layout import MASTER_PLAYLIST, POSTER, InvalidVideoId, check_video_id
 from processors.transcode.errors import CorruptSourceError, TranscodeError, TransientTranscodeError
 from processors.transcode.ffmpeg.binary import ffmpeg_binary
 from processors.transcode.ffmpeg.commands import (
-    MASTER_PLAYLIST,
-    POSTER,
     STORYBOARD_SPRITE,
     STORYBOARD_VTT,
     hls_ladder_command,

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from common.tokens import Principal
 from producers.deps import ServiceDep, principal_of
-from producers.playback import PlaybackCatalog, PlaybackSigner, checked_video_id
+from producers.playback import CatalogPlayback, PlaybackSigner, checked_video_id
 
 router = APIRouter(prefix="/v1/videos")
 
@@ -25,7 +25,7 @@ async def passed_age_gate(principal: Annotated[Principal, principal_of("playback
     return principal
 
 
-def playback_of(request: Request) -> tuple[PlaybackCatalog, PlaybackSigner]:
+def playback_of(request: Request) -> tuple[CatalogPlayback, PlaybackSigner]:
     return request.app.state.playback_catalog, request.app.state.playback_signer
 
 
@@ -34,7 +34,7 @@ async def post_playback(video_id: str, request: Request, service: ServiceDep,
                         principal: Annotated[Principal, Depends(passed_age_gate)]) -> JSONResponse:
     catalog, signer = playback_of(request)
     video_id = checked_video_id(video_id)
-    found = await service.storage(catalog.lookup, video_id)
+    found = catalog.lookup(video_id)
     client_ip = request.client.host if request.client and service.settings.playback_bind_client_ip else None
     now = time.time()
     # An RSA signature takes ~2 ms: off the event loop, which serves the ingest hot path.

@@ -4,6 +4,7 @@ fetch over HTTP from {CDN_BASE}; redelivery; the review path and a human approva
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,7 +57,8 @@ def _for(video_id: str) -> Any:
     return lambda record: record["video_id"] == video_id
 
 
-def test_an_upload_is_transcoded_moderated_and_published(workers: Settings, published: dict[str, Any]) -> None:
+def test_an_upload_is_transcoded_moderated_and_published(workers: Settings, published: dict[str, Any],
+                                                         ingest_api: str) -> None:
     video_id = published["video_id"]
     base = workers.public_base_url
     assert published["video_url"] == f"{base}/videos/{video_id}/master.m3u8"
@@ -92,6 +94,15 @@ def test_an_upload_is_transcoded_moderated_and_published(workers: Settings, publ
         assert anonymous.get(staging).status_code == 403
         record = f"{workers.s3_endpoint}/{workers.s3_staging_bucket}/moderation/{video_id}.json"
         assert anonymous.get(record).status_code == 403
+
+        # The catalog says so too, to anyone (the API folds the same events).
+        deadline = time.monotonic() + 30
+        while (video := anonymous.get(f"{ingest_api}/v1/videos/{video_id}")).status_code != 200:
+            assert time.monotonic() < deadline, video.text
+            time.sleep(0.3)
+        body = video.json()
+        assert body["state"] == "published" and body["video_url"] == published["video_url"]
+        assert body["thumbnail"] == published["thumbnail"] and body["uploader_id"] == "uploader"
 
 
 def test_a_redelivered_ladder_is_announced_again_never_decided_again(workers: Settings,

@@ -15,10 +15,12 @@ from common.settings import Settings
 from common.tokens import issue_token
 from infra.edge.server import create_edge_app
 from infra.s3.buckets import s3_client
-from infra.s3.layout import new_video_id, public_prefix
+from infra.s3.layout import public_prefix
 from producers.app import create_app
 from producers.playback import PlaybackSigner
 from tests.helpers import served
+from tests.integration.test_catalog_api import produce
+from tests.lifecycle import Video
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +38,26 @@ def delivery(stack: Settings) -> Iterator[tuple[Settings, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def videos(stack: Settings) -> dict[str, str]:
-    """A published free video, two published premium videos and one that was never published."""
+def videos(stack: Settings, delivery: tuple[Settings, str, str]) -> dict[str, str]:
+    """A published free video, two published premium videos and one that was never published: the
+    ladders in the public bucket and their lifecycle events, as the moderation worker leaves them."""
     s3 = s3_client(stack)
-    ids = {name: new_video_id() for name in ("free", "premium", "other_premium", "unpublished")}
+    lives = {name: Video(premium=name != "free") for name in ("free", "premium", "other_premium", "unpublished")}
+    ids = {name: video.video_id for name, video in lives.items()}
+    events = [lives["unpublished"].uploaded()]
     for name, premium in (("free", False), ("premium", True), ("other_premium", True)):
+        events += [lives[name].uploaded(), lives[name].published()]
         prefix = public_prefix(ids[name], premium)
         s3.put_object(Bucket=stack.s3_public_bucket, Key=f"{prefix}720p/seg_00001.ts", Body=SEGMENT,
                       ContentType="video/mp2t", CacheControl="public, max-age=31536000, immutable")
         s3.put_object(Bucket=stack.s3_public_bucket, Key=f"{prefix}master.m3u8", Body=PLAYLIST,
                       ContentType="application/vnd.apple.mpegurl", CacheControl="public, max-age=60")
+    produce(stack, events)
+    api_url, deadline = delivery[2], time.monotonic() + 30
+    while any(httpx.get(f"{api_url}/v1/videos/{ids[name]}").status_code != 200
+              for name in ("free", "premium", "other_premium")):  # the API's catalog has folded them
+        assert time.monotonic() < deadline, "the catalog did not show the published videos"
+        time.sleep(0.2)
     return ids
 
 

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.s3.layout import MASTER_PLAYLIST
 from processors.transcode.ffmpeg.ladder import DEFAULT_FPS, MAX_FPS, Rendition
 
-MASTER_PLAYLIST = "master.m3u8"
 VARIANT_PLAYLIST = "index.m3u8"
 SEGMENT_PATTERN = "seg_%05d.ts"
-POSTER = "thumb.jpg"
 STORYBOARD_SPRITE = "storyboard.jpg"
 STORYBOARD_VTT = "storyboard.vtt"
 
