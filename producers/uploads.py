@@ -20,7 +20,8 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import ApiError
-from infra.s3.layout import incoming_key, is_missing, is_video_id, new_video_id, source_key
+from infra.s3.buckets import head_object
+from infra.s3.layout import incoming_key, is_video_id, new_video_id, source_key
 from infra.s3.uploads import UploadManifest, read_manifest, write_manifest
 from producers.text import DisplayText
 
@@ -104,9 +105,9 @@ class UploadService:
         if manifest is None:
             raise ApiError(404, "not_found", "no upload with this video_id", "video_id")
         authorize(manifest)
-        if self._head(source_key(video_id)) is not None:
+        if head_object(self.s3, self.bucket, source_key(video_id)) is not None:
             return manifest  # completed before: sources/{id} holds the bytes checked then
-        head = self._head(incoming_key(video_id))
+        head = head_object(self.s3, self.bucket, incoming_key(video_id))
         if head is None:
             raise ApiError(409, "upload_missing", "the file has not been uploaded yet", "video_id")
         etag = head["ETag"]
@@ -130,11 +131,3 @@ class UploadService:
             raise
         self.s3.delete_object(Bucket=self.bucket, Key=incoming_key(video_id))  # space; the URL may still PUT
         return manifest
-
-    def _head(self, key: str) -> dict[str, Any] | None:
-        try:
-            return self.s3.head_object(Bucket=self.bucket, Key=key)  # type: ignore[no-any-return]
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
-            raise

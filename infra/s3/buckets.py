@@ -11,6 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from common.settings import Settings
+from infra.s3.layout import is_missing
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,26 @@ def s3_client(settings: Settings) -> Any:
             read_timeout=60,
         ),
     )
+
+
+def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, None if there is no such object; other S3 errors are raised."""
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def head_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """The object's metadata (HEAD), None if there is no such object."""
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)  # type: ignore[no-any-return]
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
 
 
 def ensure_buckets(settings: Settings, client: Any | None = None) -> list[BucketSpec]:

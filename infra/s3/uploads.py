@@ -12,9 +12,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
 
-from infra.s3.layout import is_missing, manifest_key, source_key
+from infra.s3.buckets import read_object
+from infra.s3.layout import manifest_key, source_key
 from schemas.envelope import new_record
 
 # The same VideoUploaded event_id on every completion retry: downstream counts it once.
@@ -55,10 +55,5 @@ def write_manifest(s3: Any, bucket: str, manifest: UploadManifest) -> None:
 
 def read_manifest(s3: Any, bucket: str, video_id: str) -> UploadManifest | None:
     """The manifest of an upload, None if there is none."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=manifest_key(video_id))["Body"].read()
-    except ClientError as exc:
-        if is_missing(exc):
-            return None
-        raise
-    return UploadManifest(**json.loads(body))
+    body = read_object(s3, bucket, manifest_key(video_id))
+    return None if body is None else UploadManifest(**json.loads(body))

@@ -29,6 +29,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.settings import Settings
+from infra.s3.buckets import read_object
 from infra.s3.layout import is_missing, is_video_id, ladder_prefix, moderation_poster_key, moderation_record_key
 from infra.s3.uploads import UploadManifest, read_manifest
 from processors.moderation.backends import FrameResult, ModerationBackend, TransientBackendError
@@ -125,13 +126,8 @@ class Moderator:
 
     # -- the decision record ------------------------------------------------------------------
     def record(self, video_id: str) -> ModerationRecord | None:
-        try:
-            body = self.s3.get_object(Bucket=self.staging, Key=moderation_record_key(video_id))["Body"].read()
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
-            raise
-        return ModerationRecord.from_json(body)
+        body = read_object(self.s3, self.staging, moderation_record_key(video_id))
+        return None if body is None else ModerationRecord.from_json(body)
 
     def save(self, record: ModerationRecord) -> None:
         self.s3.put_object(Bucket=self.staging, Key=moderation_record_key(record.video_id), Body=record.to_json(),

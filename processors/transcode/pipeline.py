@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.settings import Settings
-from infra.s3.layout import is_missing, is_video_id, ladder_prefix, ladder_record_key
+from infra.s3.buckets import read_object
+from infra.s3.layout import is_video_id, ladder_prefix, ladder_record_key
 from processors.transcode.errors import SourceTooLargeError, TranscodeError, TransientTranscodeError
 from processors.transcode.ffmpeg.probe import probe
 from processors.transcode.job import LadderOutput, transcode_source
@@ -127,14 +128,10 @@ class TranscodePipeline:
 
     def finished(self, video_id: str) -> LadderRecord | None:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=ladder_record_key(video_id))["Body"].read()
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
+            body = read_object(self.s3, self.bucket, ladder_record_key(video_id))
+        except (ClientError, BotoCoreError) as exc:
             raise TransientTranscodeError(f"cannot read the ladder record of {video_id}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise TransientTranscodeError(f"cannot read the ladder record of {video_id}: {exc}") from exc
-        return LadderRecord.from_json(body)
+        return None if body is None else LadderRecord.from_json(body)
 
     def forget(self, video_id: str) -> None:
         """Make the next delivery of this video's upload transcode again (`lustrax retranscode`)."""
