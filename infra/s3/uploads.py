@@ -12,7 +12,6 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-
 from infra.s3.buckets import read_object
 from infra.s3.layout import manifest_key, source_key
 from schemas.envelope import new_record
