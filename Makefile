@@ -11,7 +11,12 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/.installed
+# socket.io-client 4.x for the Socket.IO tests (tests/socketio_client), pinned by its lock file.
+SOCKETIO_CLIENT := tests/socketio_client
+$(SOCKETIO_CLIENT)/node_modules/.package-lock.json: $(SOCKETIO_CLIENT)/package-lock.json
+	cd $(SOCKETIO_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+
+setup: $(BIN)/.installed $(SOCKETIO_CLIENT)/node_modules/.package-lock.json
 	$(BIN)/lustrax setup
 
 up: setup
@@ -27,4 +32,4 @@ test: setup
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .lustrax
+	rm -rf $(VENV) .lustrax $(SOCKETIO_CLIENT)/node_modules

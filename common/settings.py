@@ -154,6 +154,11 @@ class Settings(BaseSettings):
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
     ws_presence_interval_s: float = Field(default=2.0, gt=0)
 
+    # Socket.IO endpoint of the gateway (gateways/socketio, docs/ws-protocol.md "Socket.IO"): on ws_host,
+    # served by the first gateway process; 0 turns it off. The ws_* limits, origins and auth apply.
+    socketio_port: int = Field(default=8766, ge=0, le=65535)
+    socketio_client_queue_frames: int = Field(default=2000, ge=16)  # unsent frames past it: disconnected "slow"
+
     startup_timeout_s: float = Field(default=90.0, gt=0)
     # The supervisor (lustrax/restart_policy.py): a component that exits is restarted with backoff;
     # more than restart_max_failures exits within restart_window_s and it is given up.

@@ -98,6 +98,23 @@ class ServiceProcess:
         return self.process.wait_ready(lambda: http_ok(f"{self.address()}/healthz"), self.settings.startup_timeout_s)
 
 
+class GatewayProcess(ServiceProcess):
+    """The gateway: its WebSocket port and, unless turned off, its Socket.IO port (gateways/socketio)."""
+
+    def __init__(self, settings: Settings, tie_to_parent: bool = True) -> None:
+        super().__init__(settings, PROJECT_SERVICES["gateway"], settings.ws_host, settings.ws_port, tie_to_parent)
+
+    @property
+    def ports(self) -> list[tuple[str, int]]:
+        socketio = [(self.host, self.settings.socketio_port)] if self.settings.socketio_port else []
+        return [*super().ports, *socketio]
+
+    def wait_ready(self) -> float:
+        assert self.process is not None
+        return self.process.wait_ready(lambda: all(http_ok(f"http://{host}:{port}/healthz") for host, port in self.ports),
+                                       self.settings.startup_timeout_s)
+
+
 # The local edge runs from this package too, but as infrastructure: started with the S3 server.
 EDGE = ServiceSpec("edge", ("serve", "edge"))
 
@@ -115,5 +132,5 @@ def local_services(settings: Settings, tie_to_parent: bool = True) -> list[Servi
         ServiceProcess(settings, PROJECT_SERVICES["heat"], "127.0.0.1", settings.heat_web_port, tie_to_parent),
         ServiceProcess(settings, PROJECT_SERVICES["moderation"], "127.0.0.1", settings.moderation_web_port,
                        tie_to_parent),
-        ServiceProcess(settings, PROJECT_SERVICES["gateway"], settings.ws_host, settings.ws_port, tie_to_parent),
+        GatewayProcess(settings, tie_to_parent),
     ]

@@ -76,6 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         sink_query_port=free_port(),
         heat_web_port=free_port(),
         ws_port=free_port(),
+        socketio_port=free_port(),
     )
     local = LocalStack(settings, with_services=False)
     local.start()

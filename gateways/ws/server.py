@@ -23,7 +23,7 @@ import weakref
 from collections import Counter
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -40,7 +40,7 @@ from common.process import die_with_parent
 from common.settings import Settings, load_settings
 from common.tokens import Principal, TokenVerifier
 from gateways.ws.fanout import Fanout
-from gateways.ws.protocol import Core, History, Limits, Positioned, Session, SEQ_PER_MS
+from gateways.ws.protocol import Core, History, Limits, Positioned, Publication, Session, SEQ_PER_MS
 
 log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
@@ -105,6 +105,15 @@ def _json_response(connection: ServerConnection, status: int, code: str, message
                     "application/json")
 
 
+class Transport(Protocol):
+    """A second transport fed by this process's Core (gateways/socketio): started once the history is
+    rebuilt, told of every publication after the WebSocket clients, stopped before the consumer."""
+
+    async def start(self) -> None: ...
+    def deliver(self, pub: Publication, data: bytes) -> None: ...
+    async def stop(self) -> None: ...
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -125,6 +134,7 @@ class Gateway:
         self.server: Server | None = None
         self.history_frames = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self.transports: list[Transport] = []
 
     @property
     def ready(self) -> bool:
@@ -149,6 +159,8 @@ class Gateway:
             ping_interval=s.ws_ping_interval_s, ping_timeout=s.ws_ping_interval_s, close_timeout=3,
             reuse_port=reuse_port)
         self._sweeper = asyncio.create_task(self._sweep())
+        for transport in self.transports:
+            await transport.start()
         return self.server
 
     async def stop(self) -> None:
@@ -158,6 +170,8 @@ class Gateway:
         if self.server is not None:
             self.server.close(code=1001, reason="gateway shutting down")
             await self.server.wait_closed()
+        for transport in self.transports:
+            await transport.stop()
         self.fanout.stop()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 10)
@@ -240,6 +254,8 @@ class Gateway:
                 if live or joined:
                     self.metrics.frames_sent.inc(len(live) + len(joined))
                     self.metrics.delivery_lag.observe(max(0.0, now - item.ts_ms / 1000))
+                for transport in self.transports:
+                    transport.deliver(pub, data)
 
     async def _sweep(self) -> None:
         bound = self.settings.ws_client_buffer_bytes
@@ -261,13 +277,16 @@ class Gateway:
                 broadcast(self.core.hub.members(channel), data, text=True)
 
 
-async def run_gateway(settings: Settings) -> None:
-    """One gateway process until SIGTERM/SIGINT."""
+async def run_gateway(settings: Settings, socketio: bool = True) -> None:
+    """One gateway process until SIGTERM/SIGINT; with `socketio`, it serves the Socket.IO port too."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     gateway = Gateway(settings)
+    if socketio and settings.socketio_port:
+        from gateways.socketio.server import SocketIOTransport
+        gateway.transports.append(SocketIOTransport(gateway))
     starting = asyncio.create_task(gateway.start())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -280,9 +299,9 @@ async def run_gateway(settings: Settings) -> None:
     await gateway.stop()
 
 
-def _child(parent: int) -> None:
+def _child(parent: int, socketio: bool) -> None:
     die_with_parent(parent)()
-    asyncio.run(run_gateway(load_settings()))
+    asyncio.run(run_gateway(load_settings(), socketio))
 
 
 def serve_gateway(settings: Settings) -> None:
@@ -294,7 +313,7 @@ def serve_gateway(settings: Settings) -> None:
         asyncio.run(run_gateway(settings))
         return
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_child, args=(os.getpid(),), name=f"ws-gateway-{i}") for i in range(settings.ws_processes)]
+    children = [context.Process(target=_child, args=(os.getpid(), i == 0), name=f"ws-gateway-{i}") for i in range(settings.ws_processes)]
     stopping = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

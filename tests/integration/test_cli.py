@@ -36,6 +36,7 @@ def _fresh_env(home: Path) -> dict[str, str]:
         "LUSTRAX_HEAT_WEB_PORT": str(free_port()),
         "LUSTRAX_MODERATION_WEB_PORT": str(free_port()),
         "LUSTRAX_WS_PORT": str(free_port()),
+        "LUSTRAX_SOCKETIO_PORT": str(free_port()),
     }
 
 

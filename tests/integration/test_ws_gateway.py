@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 @contextmanager
 def gateway(stack: Settings, **overrides: Any) -> Iterator[Settings]:
-    settings = stack.model_copy(update={"ws_port": free_port(), **overrides})
+    settings = stack.model_copy(update={"ws_port": free_port(), "socketio_port": free_port(), **overrides})
     with running_service(settings, "gateway", settings.ws_port):
         yield settings
 

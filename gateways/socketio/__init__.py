@@ -1,0 +1,1 @@
+"""The gateway's Socket.IO endpoint (docs/ws-protocol.md, "Socket.IO")."""
