@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -126,7 +128,7 @@ def healthy(settings: Settings) -> bool:
 @pytest.fixture(scope="module")
 def gw(stack: Settings) -> Iterator[Settings]:
     # Two processes share the WebSocket port; polling must still reach one Socket.IO server.
-    with gateway(stack, ws_processes=2) as settings:
+    with gateway(stack, ws_processes=2, socketio_client_queue_frames=16) as settings:
         yield settings
 
 
@@ -207,7 +209,7 @@ def test_bad_tokens_forbidden_channels_unknown_events_and_origins_are_refused(gw
     rejected_before = metric(gw, "lustrax_socketio_rejected_connections_total", reason="token")
     with clients(NodeClient(url(gw), auth={"token": "not-a-jwt"}), NodeClient(url(gw), auth={"token": wrong_secret}),
                  NodeClient(url(gw), auth={"token": 42}),
-                 NodeClient(url(gw), subscribe=[f"video:{upload.video_id}"]),
+                 NodeClient(url(gw), subscribe=[f"video:{upload.video_id}"], emit=[["dance", {}], ["subscribe", "feed"]]),
                  NodeClient(url(gw), auth={"token": token(gw, "dave")}, subscribe=[f"upload:{upload.video_id}"]),
                  NodeClient(url(gw), transports=["polling"], io={"extraHeaders": {"Origin": "http://evil.example"}})
                  ) as (garbage, forged, typed, anonymous, dave, evil):
@@ -219,7 +221,10 @@ def test_bad_tokens_forbidden_channels_unknown_events_and_origins_are_refused(gw
         assert typed.event("connect_error")["data"]["code"] == "bad_message"
         [[reply]] = anonymous.event("ack")["args"]
         assert (reply["type"], reply["code"]) == ("error", "unauthenticated")
-        assert anonymous.event("error")["args"][0]["code"] == "unauthenticated"
+        assert [e["args"][0]["code"] for e in (anonymous.event("error", code=code) for code in (
+            "unknown_op", "bad_message", "unauthenticated"))] == ["unknown_op", "bad_message", "unauthenticated"]
+        anonymous.drain(0.3)
+        assert anonymous.events("disconnect") == []  # refusals leave the connection open
         [[reply]] = dave.event("ack")["args"]
         assert (reply["type"], reply["code"], reply["channel"]) == ("error", "forbidden", f"upload:{upload.video_id}")
         evil.event("connect_error")  # Engine.IO answers 400: not an accepted origin
@@ -227,6 +232,25 @@ def test_bad_tokens_forbidden_channels_unknown_events_and_origins_are_refused(gw
         for client in (garbage, forged, typed):
             assert client.events("connect") == [] and client.events("subscribed") == []
     assert metric(gw, "lustrax_socketio_rejected_connections_total", reason="token") == rejected_before + 2
+
+
+def test_a_client_that_stops_polling_is_dropped_and_does_not_delay_the_others(gw: Settings) -> None:
+    polling = f"{url(gw)}/socket.io/?EIO=4&transport=polling"
+    with httpx.Client(timeout=10) as http:  # Engine.IO by hand: open, join the namespace, never poll again
+        sid = orjson.loads(http.get(polling).text[1:])["sid"]
+        assert http.post(f"{polling}&sid={sid}", content="40").text == "OK"
+    burst = [Video(title=f"burst {n}") for n in range(40)]  # more than the 16 packets it may leave unread
+    closes_before = metric(gw, "lustrax_socketio_slow_closes_total")
+    with clients(NodeClient(url(gw), transports=["websocket"])) as (reader,):
+        reader.event("subscribed", channel="feed")
+        produce(gw, [v.published() for v in burst])
+        for v in burst:
+            reader.event("new_video", video_id=v.video_id)
+    deadline = time.monotonic() + 5
+    while metric(gw, "lustrax_socketio_slow_closes_total") == closes_before:
+        assert time.monotonic() < deadline, "the stalled client was not dropped"
+        time.sleep(0.1)
+    assert httpx.get(f"{polling}&sid={sid}", timeout=10).status_code == 400  # its session is gone
 
 
 def test_a_reconnecting_client_resumes_after_its_last_seq_and_shutdown_sends_it_away(stack: Settings) -> None:

@@ -1,6 +1,6 @@
 // The prototype front end's components/RealTimeFeed.js logic, run by the integration tests against
 // the gateway's Socket.IO endpoint with the real socket.io-client.
-//   node feed.js URL '{"auth": {...}, "transports": [...], "subscribe": [...]}'
+//   node feed.js URL '{"auth": {...}, "transports": [...], "subscribe": [CHANNEL, ...], "emit": [[EVENT, ARG], ...]}'
 // Prints the seed's own line for every new_video, and one JSON line per thing the client sees.
 // Exits when its stdin closes.
 const { io } = require("socket.io-client");
@@ -32,6 +32,7 @@ socket.onAny((event, ...args) => {
 });
 socket.on("connect", () => {
   out({ event: "connect", transport: socket.io.engine.transport.name });
+  for (const [name, payload] of options.emit || []) socket.emit(name, payload);
   if (options.subscribe) {
     socket.emitWithAck("subscribe", { channels: options.subscribe })
       .then((replies) => out({ event: "ack", args: [replies] }));
