@@ -111,8 +111,9 @@ class GatewayProcess(ServiceProcess):
 
     def wait_ready(self) -> float:
         assert self.process is not None
-        return self.process.wait_ready(lambda: all(http_ok(f"http://{host}:{port}/healthz") for host, port in self.ports),
-                                       self.settings.startup_timeout_s)
+        return self.process.wait_ready(
+            lambda: all(http_ok(f"http://{host}:{port}/healthz") for host, port in self.ports),
+            self.settings.startup_timeout_s)
 
 
 # The local edge runs from this package too, but as infrastructure: started with the S3 server.

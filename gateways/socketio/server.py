@@ -59,7 +59,8 @@ class SocketIOMetrics:
         Gauge("lustrax_socketio_subscriptions", "channel subscriptions of Socket.IO clients",
               registry=r).set_function(transport.core.hub.subscriptions)
         self.frames_sent = MetricCounter("lustrax_socketio_frames_sent", "event packets queued to clients", registry=r)
-        self.slow_closes = MetricCounter("lustrax_socketio_slow_closes", "clients closed for unsent packets", registry=r)
+        self.slow_closes = MetricCounter("lustrax_socketio_slow_closes", "clients closed for unsent packets",
+                                         registry=r)
         self.recoveries = MetricCounter("lustrax_socketio_recoveries", "subscriptions with since", ["outcome"],
                                         registry=r)
         self.rejected = MetricCounter("lustrax_socketio_rejected_connections", "refused Socket.IO connections",
@@ -186,7 +187,7 @@ class SocketIOTransport:
             del self._per_ip[ip]
 
     def _client_event(self, op: str) -> Callable[[str, Any], Awaitable[list[dict[str, Any]]]]:
-        async def handler(sid: str, payload: Any = None) -> list[dict[str, Any]]:
+        async def handler(sid: str, payload: Any = None, *_more: Any) -> list[dict[str, Any]]:
             session = self.sessions.get(sid)
             if session is None:
                 return []

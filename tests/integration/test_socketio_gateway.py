@@ -69,8 +69,10 @@ class NodeClient:
 
     def event(self, name: str, timeout_s: float = 20.0, **where: Any) -> Line:
         def match(line: Line | str) -> bool:
-            return isinstance(line, dict) and line["event"] == name and all(
-                line.get(k) == v or (line.get("args") or [{}])[0].get(k) == v for k, v in where.items())
+            if not isinstance(line, dict) or line["event"] != name:
+                return False
+            first = (line.get("args") or [None])[0]
+            return all(line.get(k) == v or (isinstance(first, dict) and first.get(k) == v) for k, v in where.items())
         got = self.wait(match, timeout_s)
         assert isinstance(got, dict)
         return got
@@ -209,10 +211,13 @@ def test_bad_tokens_forbidden_channels_unknown_events_and_origins_are_refused(gw
     rejected_before = metric(gw, "lustrax_socketio_rejected_connections_total", reason="token")
     with clients(NodeClient(url(gw), auth={"token": "not-a-jwt"}), NodeClient(url(gw), auth={"token": wrong_secret}),
                  NodeClient(url(gw), auth={"token": 42}),
-                 NodeClient(url(gw), subscribe=[f"video:{upload.video_id}"], emit=[["dance", {}], ["subscribe", "feed"]]),
+                 NodeClient(url(gw), subscribe=[f"video:{upload.video_id}"],
+                            emit=[["dance", {}], ["subscribe", "feed"]]),
                  NodeClient(url(gw), auth={"token": token(gw, "dave")}, subscribe=[f"upload:{upload.video_id}"]),
-                 NodeClient(url(gw), transports=["polling"], io={"extraHeaders": {"Origin": "http://evil.example"}})
-                 ) as (garbage, forged, typed, anonymous, dave, evil):
+                 NodeClient(url(gw), transports=["polling"], io={"extraHeaders": {"Origin": "http://evil.example"}}),
+                 NodeClient(url(gw), transports=["websocket"], io={"reconnection": False},
+                            emit=[["subscribe", {"channels": ["feed"], "pad": "x" * (gw.ws_max_message_bytes + 1)}]])
+                 ) as (garbage, forged, typed, anonymous, dave, evil, big):
         for client in (garbage, forged):
             refused = client.event("connect_error")
             assert refused["message"] == "invalid_token"
@@ -229,6 +234,8 @@ def test_bad_tokens_forbidden_channels_unknown_events_and_origins_are_refused(gw
         assert (reply["type"], reply["code"], reply["channel"]) == ("error", "forbidden", f"upload:{upload.video_id}")
         evil.event("connect_error")  # Engine.IO answers 400: not an accepted origin
         assert evil.events("connect") == []
+        big.event("connect")
+        assert big.event("disconnect")["reason"] == "transport close"  # a message over the limit: closed
         for client in (garbage, forged, typed):
             assert client.events("connect") == [] and client.events("subscribed") == []
     assert metric(gw, "lustrax_socketio_rejected_connections_total", reason="token") == rejected_before + 2
@@ -254,14 +261,19 @@ def test_a_client_that_stops_polling_is_dropped_and_does_not_delay_the_others(gw
 
 
 def test_a_reconnecting_client_resumes_after_its_last_seq_and_shutdown_sends_it_away(stack: Settings) -> None:
-    """The gateway stops: its clients are sent away and reconnect by themselves; the real client's
-    auth.since (re-read on every attempt) gets exactly the new_video events it missed meanwhile."""
+    """Connections per address are limited. The gateway stops: its clients are sent away and reconnect
+    by themselves; the real client's auth.since (re-read on every attempt) gets exactly the new_video events it missed meanwhile."""
     before, missed = [Video(title=f"before {n}") for n in range(2)], [Video(title=f"missed {n}") for n in range(3)]
     ports = {"ws_port": free_port(), "socketio_port": free_port()}
-    with clients(NodeClient(f"http://127.0.0.1:{ports['socketio_port']}", resume=True, transports=["websocket"],
+    address = f"http://127.0.0.1:{ports['socketio_port']}"
+    with clients(NodeClient(address, resume=True, transports=["websocket"],
                             io={"reconnectionDelay": 200, "reconnectionDelayMax": 500})) as (client,):
-        with gateway(stack, **ports) as first:
+        with gateway(stack, ws_max_connections_per_ip=2, **ports) as first:
             client.event("subscribed", channel="feed")
+            with clients(NodeClient(address), NodeClient(address)) as (second, third):
+                refused = [c for c in (second, third) if c.wait(lambda line: isinstance(line, dict) and line[
+                    "event"] in ("subscribed", "connect_error"))["event"] == "connect_error"]
+                assert [c.event("connect_error")["message"] for c in refused] == ["too_many_connections"]
             produce(first, [v.published() for v in before])
             for v in before:
                 client.event("new_video", video_id=v.video_id)
