@@ -87,6 +87,14 @@ def running_service(settings: Any, name: str, port: int) -> Iterator[Any]:
         service.process.stop()
 
 
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples on a Prometheus text endpoint, those with the given labels."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
 def heat_worker_counts(settings: Any) -> dict[str, float]:
     """The heat worker's /metrics: events by outcome, and how many lag observations."""
     with urllib.request.urlopen(f"http://127.0.0.1:{settings.heat_web_port}/metrics", timeout=10) as response:

@@ -8,7 +8,6 @@ import queue
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,16 +16,16 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from common.process import free_port
 from common.settings import Settings
 from common.tokens import issue_token
 from infra.kafka.producer import OutgoingMessage, produce_acknowledged
+from lustrax.services import http_ok
 from schemas.codec import encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import running_service
+from tests.helpers import metric_sum, running_service
 from tests.lifecycle import Event, Video
 
 pytestmark = pytest.mark.integration
@@ -113,18 +112,10 @@ def gateway(stack: Settings, **overrides: Any) -> Iterator[Settings]:
     settings = stack.model_copy(update={"ws_port": free_port(), "socketio_port": free_port(), **overrides})
     with running_service(settings, "gateway", settings.ws_port):
         deadline = time.monotonic() + 10
-        while not healthy(settings):  # the Socket.IO port opens right after the WebSocket one
+        while not http_ok(f"{url(settings)}/healthz"):  # the Socket.IO port opens right after the WebSocket one
             assert time.monotonic() < deadline, "the Socket.IO port did not open"
             time.sleep(0.05)
         yield settings
-
-
-def healthy(settings: Settings) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{settings.socketio_port}/healthz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +145,7 @@ def like(video_id: str, like_count: int, delta: int) -> Event:
 
 
 def metric(settings: Settings, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.socketio_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+    return metric_sum(f"http://127.0.0.1:{settings.socketio_port}/metrics", name, **labels)
 
 
 def test_the_seeds_feed_gets_a_published_title_over_polling_websocket_and_the_upgrade(gw: Settings) -> None:
@@ -261,8 +249,9 @@ def test_a_client_that_stops_polling_is_dropped_and_does_not_delay_the_others(gw
 
 
 def test_a_reconnecting_client_resumes_after_its_last_seq_and_shutdown_sends_it_away(stack: Settings) -> None:
-    """Connections per address are limited. The gateway stops: its clients are sent away and reconnect
-    by themselves; the real client's auth.since (re-read on every attempt) gets exactly the new_video events it missed meanwhile."""
+    """Connections per address are limited. The gateway stops: its clients are sent away and
+    reconnect by themselves; the real client's auth.since (re-read on every attempt) gets exactly
+    the new_video events it missed meanwhile."""
     before, missed = [Video(title=f"before {n}") for n in range(2)], [Video(title=f"missed {n}") for n in range(3)]
     ports = {"ws_port": free_port(), "socketio_port": free_port()}
     address = f"http://127.0.0.1:{ports['socketio_port']}"

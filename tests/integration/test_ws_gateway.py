@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -25,7 +24,7 @@ from infra.kafka.producer import OutgoingMessage, produce_acknowledged
 from schemas.codec import encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import running_service
+from tests.helpers import metric_sum, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -102,10 +101,7 @@ async def subscribe(ws: ClientConnection, channels: list[str], since: dict[str, 
 
 
 def metric(settings: Settings, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{settings.ws_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+    return metric_sum(f"http://127.0.0.1:{settings.ws_port}/metrics", name, **labels)
 
 
 def test_events_reach_the_subscribers_of_their_channel_and_no_others(gw: Settings) -> None:
