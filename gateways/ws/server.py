@@ -6,7 +6,8 @@ upgrade. Each frame is serialized once and written with `broadcast()`, which nev
 client: a sweep every `SWEEP_INTERVAL_S` closes, with 3008 "slow", every connection whose write
 buffer holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES. Compression is off (a broadcast frame would
 be compressed once per connection, and each deflate context costs ~64 KiB of memory).
-Several processes may share the port (SO_REUSEPORT): LUSTRAX_WS_PROCESSES.
+Several processes may share the port (SO_REUSEPORT): LUSTRAX_WS_PROCESSES. `transports` are further
+transports fed by the same Core: the first process serves Socket.IO (gateways/socketio).
 """
 
 from __future__ import annotations

@@ -64,6 +64,6 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
 
 def test_the_gateway_publishes_its_port_on_loopback_with_a_health_check() -> None:
     gateway = _compose()["services"]["gateway"]
-    assert gateway["ports"] == ["127.0.0.1:8765:8765"]
+    assert gateway["ports"] == ["127.0.0.1:8765:8765", "127.0.0.1:8766:8766"]  # WebSocket, Socket.IO
     assert gateway["environment"]["LUSTRAX_WS_HOST"] == "0.0.0.0"
-    assert "http://127.0.0.1:8765/healthz" in " ".join(gateway["healthcheck"]["test"])
+    assert all(f"http://127.0.0.1:{port}/healthz" in " ".join(gateway["healthcheck"]["test"]) for port in (8765, 8766))
