@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -109,11 +110,16 @@ class SocketIOTransport:
             self.app, host=s.ws_host, port=s.socketio_port, lifespan="off", ws="websockets-sansio",
             ws_max_size=s.ws_max_message_bytes, ws_ping_interval=None,  # Engine.IO pings on its own
             log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+        try:  # bound here, not by uvicorn, which would exit the process on failure
+            family = socket.AF_INET6 if ":" in s.ws_host else socket.AF_INET
+            listening = socket.create_server((s.ws_host, s.socketio_port), family=family)
+        except OSError as exc:
+            raise OSError(f"the Socket.IO endpoint cannot listen on {s.ws_host}:{s.socketio_port}: {exc}") from None
         self._server = _Uvicorn(config)
-        self._serving = asyncio.create_task(self._server.serve())
+        self._serving = asyncio.create_task(self._server.serve(sockets=[listening]))
         while not self._server.started:
             if self._serving.done():
-                raise RuntimeError(f"the Socket.IO endpoint could not listen on {s.ws_host}:{s.socketio_port}")
+                self._serving.result()
             await asyncio.sleep(0.02)
         self._sweeper = asyncio.create_task(self._sweep())
         log.info("Socket.IO endpoint on http://%s:%s%s", s.ws_host, s.socketio_port, SOCKETIO_PATH)
