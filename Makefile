@@ -11,7 +11,20 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/.installed
+# The page's player: hls.js from the npm registry (package-lock.json), copied into the static folder.
+HLS_JS := producers/static/vendor/hls.min.js
+
+$(HLS_JS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@)
+	cp node_modules/hls.js/dist/hls.min.js $@
+
+# The browser of the page's test (Debian's chromium, driven by Playwright); only when it is missing.
+/usr/bin/chromium:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+setup: $(BIN)/.installed $(HLS_JS) /usr/bin/chromium
 	$(BIN)/lustrax setup
 
 up: setup
@@ -27,4 +40,4 @@ test: setup
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .lustrax
+	rm -rf $(VENV) .lustrax node_modules $(dir $(HLS_JS))
