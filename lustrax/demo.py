@@ -41,6 +41,9 @@ STEPS = ("stack", "clip", "upload", "transcode", "moderation", "publish", "playl
 DEMO_USER = "demo"
 CLIP_SECONDS = 6
 SUBSCRIBE_RETRY_S = 0.3
+# What the demo uses besides the API and the gateway (checked at the URLs it was given).
+NEEDED_COMPONENTS = ("kafka", "s3", "clickhouse", "edge", "transcode", "moderation", "sink", "heat")
+STACK_WAIT_S = 30.0  # for the API's catalog to catch up after `lustrax up`
 BAR_WIDTH = 30
 
 
@@ -108,7 +111,8 @@ class UploadFollower:
         elif kind == "moderation":
             self.decision = str(data.get("decision"))
             if self.decision != "approved":
-                raise DemoFailed("moderation", f"{self.video_id} was {self.decision.replace('_', ' ')}"
+                outcome = "sent to human review" if self.decision == "needs_review" else self.decision
+                raise DemoFailed("moderation", f"{self.video_id} was {outcome}"
                                  + (f": {data['reason']}" if data.get("reason") else "")
                                  + " (see `lustrax review list`)")
             self.step = "publish"
@@ -228,20 +232,25 @@ def _check_stack(settings: Settings, options: DemoOptions) -> list[str]:
     """Names of what does not answer: the given API and gateway, and every other component."""
     from lustrax.stack import probe_components
 
-    down = [] if _ready(f"{options.api_url}/readyz") else [f"ingest API ({options.api_url}/readyz)"]
-    if not _ready(http_of(options.gateway_url, "/healthz")):
+    readyz = f"{options.api_url}/readyz"
+    deadline = time.monotonic() + STACK_WAIT_S
+    # Just after `lustrax up` the API's catalog may still be replaying the topics (503): wait for it.
+    while (status := _status(readyz)) == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    down = [] if status == 200 else [f"ingest API ({readyz}: {status or 'no answer'})"]
+    if _status(http_of(options.gateway_url, "/healthz")) != 200:
         down.append(f"gateway ({options.gateway_url})")
     for name, (ok, detail) in probe_components(settings).items():
-        if not ok and name not in ("ingest", "gateway"):
+        if not ok and name in NEEDED_COMPONENTS:
             down.append(f"{name} ({detail})")
     return down
 
 
-def _ready(url: str) -> bool:
+def _status(url: str) -> int | None:
     try:
-        return httpx.get(url, timeout=5).status_code == 200
+        return httpx.get(url, timeout=5).status_code
     except httpx.HTTPError:
-        return False
+        return None
 
 
 async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
