@@ -261,7 +261,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from lustrax.demo import demo_options, run_demo
 
     asyncio.run(run_demo(settings, demo_options(settings, args.url, args.gateway_url, args.simulate_seconds,
-                                                args.rate, args.timeout, args.wait)))
+                                                args.rate, args.timeout, args.wait, args.clip_seconds)))
     return 0
 
 
@@ -364,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds from upload to publication before the demo fails (default 300)")
     demo.add_argument("--wait", type=_positive(float), default=30.0,
                       help="seconds to wait for like_update and trending after the traffic (default 30)")
+    demo.add_argument("--clip-seconds", type=_positive(int), default=6, help="length of the generated clip (default 6)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 

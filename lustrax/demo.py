@@ -63,6 +63,7 @@ class DemoOptions:
     rate: float = 100.0
     timeout_s: float = 300.0  # upload complete -> published
     wait_s: float = 30.0  # for like_update and trending after the traffic
+    clip_s: int = CLIP_SECONDS
 
 
 def clip_command(ffmpeg: str, dest: Path, seconds: int = CLIP_SECONDS) -> list[str]:
@@ -265,8 +266,8 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
 
     with tempfile.TemporaryDirectory(prefix="lustrax-demo-") as workdir:
         clip = Path(workdir) / "demo.mp4"
-        await asyncio.to_thread(_make_clip, clip)
-        display.step("clip", f"{clip.stat().st_size:,} bytes: {CLIP_SECONDS} s of 720p test pattern with a tone")
+        await asyncio.to_thread(_make_clip, clip, options.clip_s)
+        display.step("clip", f"{clip.stat().st_size:,} bytes: {options.clip_s} s of 720p test pattern with a tone")
         token = issue_token(settings.jwt_signing_secret, DEMO_USER, (), 3600)
         gateway = await GatewayClient.open(options.gateway_url, token)
         try:
@@ -294,11 +295,11 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
     return {"video_id": video_id, "published": published, "like_updates": likes, "trending": trending}
 
 
-def _make_clip(dest: Path) -> None:
+def _make_clip(dest: Path, seconds: int) -> None:
     from processors.transcode.ffmpeg.binary import ffmpeg_binary
 
     try:
-        subprocess.run(clip_command(ffmpeg_binary(), dest), check=True, capture_output=True, timeout=120)
+        subprocess.run(clip_command(ffmpeg_binary(), dest, seconds), check=True, capture_output=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as exc:
         stderr = getattr(exc, "stderr", b"") or b""
         raise DemoFailed("clip", f"ffmpeg could not make the clip: {exc} {stderr.decode(errors='replace')[-300:]}") \
@@ -419,7 +420,7 @@ async def _trending(settings: Settings, video_id: str, wait_s: float, display: D
 
 
 def demo_options(settings: Settings, api_url: str | None, gateway_url: str | None, simulate_s: float, rate: float,
-                 timeout_s: float, wait_s: float) -> DemoOptions:
+                 timeout_s: float, wait_s: float, clip_s: int = CLIP_SECONDS) -> DemoOptions:
     return DemoOptions((api_url or settings.ingest_url).rstrip("/"), gateway_url or settings.gateway_url,
-                       simulate_s, rate, timeout_s, wait_s)
+                       simulate_s, rate, timeout_s, wait_s, clip_s)
 

@@ -25,6 +25,7 @@ import pytest
 
 from common.process import free_port
 from common.settings import Settings
+from lustrax.cli import main
 from lustrax.services import settings_env
 from processors.sink.query_server import start_query_server
 from processors.sink.service import sink_health
@@ -86,7 +87,7 @@ def test_the_page_shows_a_fresh_upload_and_plays_it_and_the_demo_shows_the_flow(
             page.goto(f"{settings.ingest_url}/")
             _wait_for(page, "document.getElementById('status').dataset.state === 'live'", 20)
 
-            demo = _demo(settings, "--simulate-seconds", "6", "--rate", "60", "--wait", "45")
+            demo = _demo(settings, "--clip-seconds", "3", "--simulate-seconds", "4", "--rate", "60", "--wait", "45")
             try:
                 page.wait_for_selector("#frames li[data-type='new_video']", timeout=DEMO_TIMEOUT_S * 1000)
                 video_id = page.get_attribute("#frames li[data-type='new_video']", "data-video-id")
@@ -162,19 +163,21 @@ def test_trending_lists_published_videos_only(pipeline: Any) -> None:
     assert not any(item["video_id"].startswith("sim-video-") for item in body["items"])  # events only, no video
 
 
-def test_the_demo_names_the_step_that_fails(pipeline: Any) -> None:
+def test_the_demo_names_the_step_that_fails(pipeline: Any, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI in this process (the first test ran it as a process already): exit 1 and one line."""
     settings, services = pipeline
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
     nothing = f"http://127.0.0.1:{free_port()}"
-    demo = _demo(settings, "--url", nothing)
-    out, err = demo.communicate(timeout=60)
-    assert demo.returncode == 1
+    assert main(["demo", "--url", nothing]) == 1
+    err = capsys.readouterr().err
     assert "demo failed at step 'stack'" in err and f"ingest API ({nothing}/readyz: no answer)" in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
 
     services["heat"].process.stop()  # a stopped component
-    demo = _demo(settings)
-    out, err = demo.communicate(timeout=60)
-    assert demo.returncode == 1
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
     assert "demo failed at step 'stack'" in err and f"heat (http://127.0.0.1:{settings.heat_web_port})" in err, err
     assert "`lustrax up`" in err
 
@@ -199,3 +202,12 @@ def test_the_page_refuses_what_it_should(pipeline: Any) -> None:
     assert evil.status_code == 200 and "access-control-allow-origin" not in evil.headers
     ours = httpx.get(playlist, headers={"Origin": settings.page_origins[0]}, timeout=10)
     assert ours.headers["access-control-allow-origin"] == settings.page_origins[0]
+    assert ours.headers["vary"] == "Origin"
+    # The preflight of a Range request (hls.js with byte ranges), ours and another origin's.
+    for origin, allowed in ((settings.page_origins[0], True), ("http://evil.example", False)):
+        preflight = httpx.request("OPTIONS", playlist, timeout=10, headers={
+            "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range"})
+        assert preflight.status_code == 204 and preflight.content == b""
+        assert (preflight.headers.get("access-control-allow-origin") == origin) is allowed
+        assert ("Range" in preflight.headers.get("access-control-allow-headers", "")) is allowed
+    assert httpx.put(playlist, content=b"x", headers={"Origin": settings.page_origins[0]}).status_code == 405
