@@ -22,7 +22,7 @@ $(HLS_JS): package.json package-lock.json
 # The browser of the page's test (Debian's chromium, driven by Playwright); only when it is missing.
 /usr/bin/chromium:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 setup: $(BIN)/.installed $(HLS_JS) /usr/bin/chromium
 	$(BIN)/lustrax setup
