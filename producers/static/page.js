@@ -184,6 +184,7 @@
   }
 
   $("player").addEventListener("playing", () => setPlayerStatus("playing", "playing"));
+  $("player").addEventListener("ended", () => setPlayerStatus("ended", "ended"));
   $("player").addEventListener("error", () => setPlayerStatus("error", `media error ${$("player").error?.code}`));
 
   loadFeed().catch((error) => setStatus("reconnecting", String(error))).finally(() => {
