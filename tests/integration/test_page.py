@@ -98,7 +98,7 @@ def test_the_page_shows_a_fresh_upload_and_plays_it_and_the_demo_shows_the_flow(
                     return {time: v.currentTime, error: v.error && v.error.code, id: v.dataset.videoId,
                             status: document.getElementById('player-status').dataset.state}; }""")
                 assert player["error"] is None and player["id"] == video_id, player
-                assert player["status"] == "playing", player
+                assert player["status"] in ("playing", "ended"), player  # a 3 s clip may be over already
                 out, err = demo.communicate(timeout=DEMO_TIMEOUT_S)
             finally:
                 if demo.poll() is None:
