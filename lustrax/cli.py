@@ -244,7 +244,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from producers.simulate import simulate
 
     token = issue_token(settings.jwt_signing_secret, "simulator", ("service",), int(args.duration) + 3600)
-    base_url = args.url or f"http://{settings.ingest_host}:{settings.ingest_port}"
+    base_url = args.url or settings.ingest_url
     report = asyncio.run(simulate(base_url, token, args.rate, args.duration, args.users, args.videos, args.seed,
                                   progress=not args.quiet, video_ids=args.video_id))
     kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(report.by_type.items()))
