@@ -40,6 +40,10 @@ def split_host_port(address: str, default_port: int) -> tuple[str, int]:
     return parsed.hostname or "127.0.0.1", parsed.port or default_port
 
 
+def _origin_list(text: str) -> list[str]:
+    return [origin.strip() for origin in text.split(",") if origin.strip()]
+
+
 def _new_rsa_key_pem() -> str:
     """A new RSA 2048 key (what CloudFront key groups take) as PKCS#8 PEM."""
     from cryptography.hazmat.primitives import serialization
@@ -150,7 +154,8 @@ class Settings(BaseSettings):
     ws_client_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)  # past it: close 3008 "slow"
     ws_anonymous_feed: bool = True
     # Browser origins allowed to connect (comma-separated); clients that send no Origin are not browsers.
-    ws_allowed_origins: str = "http://127.0.0.1:8080,http://localhost:8080"
+    # None: the page's origins (page_origins).
+    ws_allowed_origins: str | None = None
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
     ws_presence_interval_s: float = Field(default=2.0, gt=0)
 
@@ -158,6 +163,13 @@ class Settings(BaseSettings):
     # served by the first gateway process; 0 turns it off. The ws_* limits, origins and auth apply.
     socketio_port: int = Field(default=8766, ge=0, le=65535)
     socketio_client_queue_frames: int = Field(default=2000, ge=16)  # unsent frames past it: disconnected "slow"
+    # The page at GET / and the demo (producers/routers/page.py, lustrax/demo.py, docs/page.md)
+    # The gateway URL as browsers reach it (behind a load balancer: wss://...); None: ws://WS_HOST:WS_PORT/v1/ws.
+    page_gateway_url: str | None = None
+    # Origins the edge answers CORS for (comma-separated), so the page's player may fetch playlists
+    # and segments; None: the page's origins.
+    edge_allowed_origins: str | None = None
+    trending_cache_s: float = Field(default=5.0, ge=0, le=300)  # GET /v1/trending answers are reused this long
 
     startup_timeout_s: float = Field(default=90.0, gt=0)
     # The supervisor (lustrax/restart_policy.py): a component that exits is restarted with backoff;
@@ -195,8 +207,27 @@ class Settings(BaseSettings):
         return self.home / "data"
 
     @property
+    def page_origins(self) -> list[str]:
+        """Where browsers load the page from: the ingest API's own address (and localhost for loopback)."""
+        hosts = [self.ingest_host] + (["localhost"] if self.ingest_host == "127.0.0.1" else [])
+        return [f"http://{host}:{self.ingest_port}" for host in hosts]
+
+    @property
     def ws_origins(self) -> list[str]:
-        return [origin.strip() for origin in self.ws_allowed_origins.split(",") if origin.strip()]
+        return _origin_list(self.ws_allowed_origins) if self.ws_allowed_origins is not None else self.page_origins
+
+    @property
+    def edge_origins(self) -> list[str]:
+        return _origin_list(self.edge_allowed_origins) if self.edge_allowed_origins is not None else self.page_origins
+
+    @property
+    def gateway_url(self) -> str:
+        """The WebSocket gateway's URL as a browser or the demo reaches it."""
+        return self.page_gateway_url or f"ws://{self.ws_host}:{self.ws_port}/v1/ws"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://{self.ingest_host}:{self.ingest_port}"
 
     @property
     def kafka_address(self) -> tuple[str, int]:

@@ -244,15 +244,25 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from producers.simulate import simulate
 
     token = issue_token(settings.jwt_signing_secret, "simulator", ("service",), int(args.duration) + 3600)
-    base_url = args.url or f"http://{settings.ingest_host}:{settings.ingest_port}"
+    base_url = args.url or settings.ingest_url
     report = asyncio.run(simulate(base_url, token, args.rate, args.duration, args.users, args.videos, args.seed,
-                                  progress=not args.quiet))
+                                  progress=not args.quiet, video_ids=args.video_id))
     kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(report.by_type.items()))
     print(f"lustrax: sent {report.sent} events in {report.elapsed_s:.1f} s ({report.achieved_rate:.0f}/s); "
           f"failed {report.failed}; {kinds}")
     if report.last_error:
         print(f"lustrax: last error: {report.last_error}", file=sys.stderr)
     return 0 if report.failed == 0 else 1
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lustrax.demo import demo_options, run_demo
+
+    asyncio.run(run_demo(settings, demo_options(settings, args.url, args.gateway_url, args.simulate_seconds,
+                                                args.rate, args.timeout, args.wait, args.clip_seconds)))
+    return 0
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -340,8 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--videos", type=_positive(int), default=50, help="distinct videos (default 50)")
     sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     sim.add_argument("--url", help="ingest API base URL (default from settings)")
+    sim.add_argument("--video-id", action="append", default=[], metavar="ID",
+                     help="a real video to watch (repeatable; the first is the most popular)")
     sim.add_argument("--quiet", action="store_true", help="no progress line")
     sim.set_defaults(handler=cmd_simulate)
+    demo = sub.add_parser("demo", help="on a running stack: upload a generated clip, follow it to publication, "
+                          "send traffic, show the frames and the trending list (exits 1 naming a failed step)")
+    demo.add_argument("--url", help="ingest API base URL (default from settings)")
+    demo.add_argument("--gateway-url", help="WebSocket gateway URL (default from settings)")
+    demo.add_argument("--simulate-seconds", type=_positive(float), default=15.0, help="traffic duration (default 15)")
+    demo.add_argument("--rate", type=_positive(float), default=100.0, help="traffic events per second (default 100)")
+    demo.add_argument("--timeout", type=_positive(float), default=300.0,
+                      help="seconds from upload to publication before the demo fails (default 300)")
+    demo.add_argument("--wait", type=_positive(float), default=30.0,
+                      help="seconds to wait for like_update and trending after the traffic (default 30)")
+    demo.add_argument("--clip-seconds", type=_positive(int), default=6, help="length of the generated clip (default 6)")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 

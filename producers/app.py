@@ -31,7 +31,7 @@ from infra.s3.buckets import s3_client
 from producers.deps import KIND_KEY, error_response, service_of
 from producers.openapi import openapi_document
 from producers.playback import CatalogPlayback, PlaybackSigner
-from producers.routers import catalog, events, health, playback, review, uploads
+from producers.routers import catalog, events, health, page, playback, review, uploads
 from producers.service import HumanReviewer, IngestService
 from producers.uploads import UploadService
 
@@ -57,14 +57,17 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
         app.state.service = service
         app.state.playback_catalog = CatalogPlayback(service.catalog)
         app.state.playback_signer = PlaybackSigner(settings)
+        app.state.trending = page.TrendingReader(settings)
         service.start()
         yield
         service.close(own_producer)
 
     app = FastAPI(title="LustraX ingest API", version="1.0.0", lifespan=lifespan,
                   description=__doc__, docs_url="/docs", redoc_url=None)
-    for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router):
+    for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router,
+                   page.router):
         app.include_router(router)
+    app.mount("/static", page.static_files(), name="static")
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:

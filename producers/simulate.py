@@ -24,6 +24,7 @@ import time
 import uuid
 from bisect import bisect
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -70,7 +71,8 @@ class TrafficModel:
     """
 
     def __init__(self, seed: int, users: int, videos: int, tick_interval_s: float = 5.0, *,
-                 concurrent_sessions: int = 20, start_ms: int = DEFAULT_START_MS) -> None:
+                 concurrent_sessions: int = 20, start_ms: int = DEFAULT_START_MS,
+                 video_ids: Sequence[str] = ()) -> None:
         if users < 1 or videos < 1 or concurrent_sessions < 1:
             raise ValueError("users, videos and concurrent_sessions must be at least 1")
         self.tick_ms = round(tick_interval_s * 1000)
@@ -81,7 +83,9 @@ class TrafficModel:
         self.videos = videos
         self.concurrent_sessions = concurrent_sessions
         self.user_ids = [f"sim-user-{index:06d}" for index in range(users)]
-        self.video_ids = [f"sim-video-{index:05d}" for index in range(videos)]
+        # Given ids (real videos, e.g. the demo's) take the most popular ranks; the rest are made up.
+        named = list(video_ids)[:videos]
+        self.video_ids = named + [f"sim-video-{index:05d}" for index in range(len(named), videos)]
         self._rng = random.Random(seed)
         # Log-uniform: short clips are as common as long videos per decade of length.
         self.durations_ms = [round(math.exp(self._rng.uniform(math.log(MIN_DURATION_MS), math.log(MAX_DURATION_MS))))
@@ -99,11 +103,11 @@ class TrafficModel:
 
     @classmethod
     def for_rate(cls, rate: float, seed: int, users: int, videos: int, tick_interval_s: float = 5.0, *,
-                 start_ms: int = DEFAULT_START_MS) -> TrafficModel:
+                 start_ms: int = DEFAULT_START_MS, video_ids: Sequence[str] = ()) -> TrafficModel:
         """A model whose steady-state output is about `rate` events per second."""
         probe = cls(seed, users, videos, tick_interval_s, concurrent_sessions=1, start_ms=start_ms)
         return cls(seed, users, videos, tick_interval_s, concurrent_sessions=probe.sessions_for_rate(rate),
-                   start_ms=start_ms)
+                   start_ms=start_ms, video_ids=video_ids)
 
     def sessions_for_rate(self, rate: float, samples: int = 4000) -> int:
         """Slots needed for `rate` events/s: rate per slot = E[events per session] / E[slot cycle].
@@ -262,14 +266,15 @@ async def _send(client: AsyncIngestClient, batch: list[dict[str, Any]], report: 
 
 
 async def simulate(base_url: str, token: str, rate: float, duration_s: float, users: int, videos: int, seed: int,
-                   batch_size: int = 200, progress: bool = True) -> SimulationReport:
+                   batch_size: int = 200, progress: bool = True, video_ids: Sequence[str] = ()) -> SimulationReport:
     """Send model traffic at about `rate` events/s for `duration_s` s in batches of at most `batch_size`.
 
     Events are released when the wall clock passes their occurred_at and sent in order, one batch
     at a time; a sender that falls behind catches up with larger sends. A rejected batch is counted
     and the run goes on, except 401/403: a token that is refused once is refused for every batch.
     The token must be allowed to act for any user (role "service"). Every playback slot opens its
-    first session in the first tick interval, so that interval is mostly views.
+    first session in the first tick interval, so that interval is mostly views. `video_ids` are
+    real videos to watch, most popular first (the rest of the `videos` are made up).
     """
     if rate <= 0 or duration_s <= 0:
         raise ValueError("rate and duration_s must be positive")
@@ -277,7 +282,7 @@ async def simulate(base_url: str, token: str, rate: float, duration_s: float, us
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_EVENTS}")
     start_ms = int(time.time() * 1000)
     started = time.monotonic()
-    model = TrafficModel.for_rate(rate, seed, users, videos, start_ms=start_ms)
+    model = TrafficModel.for_rate(rate, seed, users, videos, start_ms=start_ms, video_ids=video_ids)
     # About one batch per step at the target rate, and at least a send per second at low rates.
     step_s = min(1.0, batch_size / rate)
     report = SimulationReport()

@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.process import free_port
+from common.process import free_port, stop_process_groups
 
 
 @contextmanager
@@ -75,16 +75,29 @@ def records_on(bootstrap: str, topic: str, predicate: Any, count: int = 1, timeo
 def running_service(settings: Any, name: str, port: int) -> Iterator[Any]:
     """One of the project's services (lustrax/services.py) as its own process, ready, then stopped;
     yields its ServiceProcess."""
-    from lustrax.services import PROJECT_SERVICES, ServiceProcess
-
-    service = ServiceProcess(settings, PROJECT_SERVICES[name], "127.0.0.1", port)
-    service.start()
-    try:
-        service.wait_ready()
+    with running_services([(settings, name, port)]) as [service]:
         yield service
+
+
+@contextmanager
+def running_services(specs: list[tuple[Any, str, int]]) -> Iterator[list[Any]]:
+    """Several services, (settings, name, port) each ("edge" too), all started before any is
+    waited for (they start in parallel); yields their ServiceProcesses, stopped at the end."""
+    from lustrax.services import EDGE, PROJECT_SERVICES, ServiceProcess
+
+    services = [ServiceProcess(settings, EDGE if name == "edge" else PROJECT_SERVICES[name], "127.0.0.1", port)
+                for settings, name, port in specs]
+    try:
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready()
+        yield services
     finally:
-        assert service.process is not None
-        service.process.stop()
+        running = [s.process for s in services if s.process is not None and s.process.exited() is None]
+        stop_process_groups([process.pid for process in running if process.pid])  # together: faster
+        for process in running:
+            process.stop()  # reaps what is left
 
 
 def metric_sum(url: str, name: str, **labels: str) -> float:

@@ -14,12 +14,21 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from common.errors import LustraxError
 from common.settings import Settings
 from common.tokens import issue_token
 from infra.clickhouse.sandbox import QueryRefused, run_sandboxed
+
+
+QUERIES_DIR = Path(__file__).resolve().parent / "queries"
+
+
+def query_file(name: str) -> str:
+    """The text of a documented analyst query (`trending_now` -> queries/trending_now.sql)."""
+    return (QUERIES_DIR / f"{name}.sql").read_text()
 
 
 def format_table(columns: list[str], rows: list[list[Any]], max_width: int = 60) -> str:
@@ -33,11 +42,18 @@ def format_table(columns: list[str], rows: list[list[Any]], max_width: int = 60)
     return "\n".join(out)
 
 
-def run_sql(settings: Settings, sql: str, parameters: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
+def run_sql(settings: Settings, sql: str, parameters: dict[str, str], open_embedded: bool = True
+            ) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows. `open_embedded=False` for long-running services other than the sink: they
+    must never open the chDB directory themselves (it would keep the sink from starting), so with
+    no sink answering they get a LustraxError instead."""
     if settings.clickhouse_embedded:
         answer = _ask_sink(settings, sql, parameters)
         if answer is not None:
             return answer
+        if not open_embedded:
+            raise LustraxError(f"the ClickHouse sink's query endpoint (127.0.0.1:{settings.sink_query_port}) "
+                               "does not answer")
     try:
         answer = run_sandboxed(settings, sql, parameters)
     except QueryRefused as exc:

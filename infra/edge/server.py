@@ -6,6 +6,11 @@ back. Keys under `premium/` answer only with valid CloudFront signed cookies (in
 checked against the URL the viewer asked for (`{scheme}://{Host}{path}`, as CloudFront matches a
 policy's Resource); otherwise 403. Nothing is listed, no query string reaches the origin (S3 would
 read `?list-type`, `?acl`...), and only plain keys are forwarded, so no path climbs out of the bucket.
+
+CORS: the page (producers/routers/page.py) plays from another origin than the edge's, so answers to
+an allowed `Origin` (LUSTRAX_EDGE_ALLOWED_ORIGINS) carry `Access-Control-Allow-Origin: <that origin>`
+with credentials (premium cookies), and OPTIONS answers the preflight of a Range request; other
+origins get no CORS headers, so their scripts cannot read what the edge serves.
 """
 
 from __future__ import annotations
@@ -38,6 +43,24 @@ FORWARDED_REQUEST_HEADERS = ("range", "if-none-match", "if-modified-since", "if-
 FORWARDED_RESPONSE_HEADERS = ("content-type", "content-length", "content-range", "accept-ranges", "etag",
                               "last-modified", "cache-control", "content-encoding", "expires")
 PASSED_STATUSES = frozenset({200, 206, 304, 404, 412, 416})
+CORS_ALLOWED_HEADERS = "Range, If-None-Match, If-Modified-Since, If-Match, If-Range"
+CORS_EXPOSED_HEADERS = "Content-Length, Content-Range, Accept-Ranges, ETag, Last-Modified"
+CORS_MAX_AGE_S = 600
+
+
+def cors_headers(origin: str | None, allowed: frozenset[str], preflight: bool = False) -> dict[str, str]:
+    """The CORS headers of an answer to a request from `origin` (pure). `Vary: Origin` always:
+    a cache must not hand one origin's answer to another."""
+    headers = {"Vary": "Origin"}
+    if origin is None or origin not in allowed:
+        return headers
+    headers.update({"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true"})
+    if preflight:
+        headers.update({"Access-Control-Allow-Methods": "GET, HEAD", "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS,
+                        "Access-Control-Max-Age": str(CORS_MAX_AGE_S)})
+    else:
+        headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
+    return headers
 
 
 def origin_key(raw_path: bytes) -> str | None:
@@ -55,6 +78,7 @@ def edge_keys(settings: Settings) -> dict[str, rsa.RSAPublicKey]:
 def create_edge_app(settings: Settings, public_keys: dict[str, rsa.RSAPublicKey] | None = None) -> Starlette:
     keys = public_keys if public_keys is not None else edge_keys(settings)
     origin = settings.public_origin_url.rstrip("/")
+    allowed_origins = frozenset(settings.edge_origins)
     client: httpx.AsyncClient | None = None
 
     @asynccontextmanager
@@ -67,7 +91,15 @@ def create_edge_app(settings: Settings, public_keys: dict[str, rsa.RSAPublicKey]
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def preflight(request: Request) -> Response:
+        return Response(status_code=204, headers=cors_headers(request.headers.get("origin"), allowed_origins, True))
+
     async def serve_object(request: Request) -> Response:
+        response = await fetch_object(request)
+        response.headers.update(cors_headers(request.headers.get("origin"), allowed_origins))
+        return response
+
+    async def fetch_object(request: Request) -> Response:
         key = origin_key(request.scope.get("raw_path") or request.url.path.encode())
         if key is None:
             return PlainTextResponse("not found", status_code=404)
@@ -101,7 +133,8 @@ def create_edge_app(settings: Settings, public_keys: dict[str, rsa.RSAPublicKey]
                                  background=BackgroundTask(response.aclose))
 
     return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]),
-                             Route("/{key:path}", serve_object, methods=["GET", "HEAD"])],
+                             Route("/{key:path}", serve_object, methods=["GET", "HEAD"]),
+                             Route("/{key:path}", preflight, methods=["OPTIONS"])],
                      lifespan=lifespan)
 
 

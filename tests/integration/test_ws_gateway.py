@@ -174,7 +174,8 @@ def test_bad_messages_tokens_origins_and_limits(gw: Settings) -> None:
             async with connect(url(gw), origin="http://evil.example"):  # type: ignore[arg-type]
                 pass
         assert info.value.response.status_code == 403
-        async with connect(url(gw, token(gw, "alice")), origin="http://127.0.0.1:8080") as ws:  # type: ignore[arg-type]
+        # The page's origin (where the ingest API serves GET /) is allowed by default.
+        async with connect(url(gw, token(gw, "alice")), origin=gw.page_origins[0]) as ws:  # type: ignore[arg-type]
             await ws.send("{nope")
             await send(ws, {"op": "dance"})
             await send(ws, {"op": "subscribe", "channels": ["video:x", "feed:now"]})
