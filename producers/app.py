@@ -74,13 +74,14 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")) or None
+        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query", "header")) or None
         return error_response(ApiError(422, "invalid_field", str(first.get("msg")), field))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(ApiError(exc.status_code, code, str(exc.detail), None))
+        # A 405 keeps Starlette's Allow header (RFC 9110).
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), None), exc.headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -89,7 +90,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = openapi_document(app)
+            app.openapi_schema = openapi_document(app, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
