@@ -134,7 +134,10 @@ def _refused_class() -> str:
     ranges: list[list[int]] = []
     for code in range(0x110000):
         char = chr(code)
-        if unicodedata.category(char) in REFUSED_CATEGORIES and char not in ALLOWED_FORMAT_CHARACTERS:
+        category = unicodedata.category(char)
+        # Surrogates (Cs) are no Unicode scalar values: UTF-8 cannot carry them, regex engines on
+        # scalar values (the Rust one schemathesis validates with) refuse them in a class.
+        if category in REFUSED_CATEGORIES and category != "Cs" and char not in ALLOWED_FORMAT_CHARACTERS:
             if ranges and ranges[-1][1] == code - 1:
                 ranges[-1][1] = code
             else:

@@ -39,7 +39,7 @@ class UploadRequest(BaseModel):
     content_type: str = Field(json_schema_extra={"enum": list(ALLOWED_CONTENT_TYPES)})
     # Its maximum is LUSTRAX_UPLOAD_MAX_BYTES (413): producers/routers/uploads.py documents it.
     size_bytes: JsonInteger = Field(gt=0, strict=True)
-    premium: bool = False
+    premium: bool = Field(default=False, strict=True)  # `0` is no boolean
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 
 
