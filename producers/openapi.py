@@ -2,7 +2,7 @@
 
 Every route declares itself with `**operation(...)`: its success status and body model (or media
 type), the request body it parses by hand, and the error statuses of its own. The document adds,
-for every operation, what its dependencies imply (`IMPLIED_ERRORS`: 401 with a bearer token; 400,
+for every operation, what its dependencies imply (`implied_errors`: 401 with a bearer token; 400,
 413, 415, 422 with a JSON body; 422 with parameters), its security, derived from the same
 dependencies (`producers/deps.py` `get_principal`: bearer JWT; `optional_principal`: bearer or
 anonymous; neither: public), and one error body (`Error`) for every 4xx and 5xx.
@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
-from fastapi import routing
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
@@ -50,8 +49,8 @@ ERROR_DESCRIPTIONS = {
     415: "The body is not `application/json`, or the media type of an upload is not allowed.",
     422: "A field is missing, unknown or invalid; `field` names it (`events[3].user_id`).",
     429: "Rate limited (`rate_limited`): retry after `Retry-After` seconds.",
-    503: "A dependency (broker, object storage) did not answer: nothing was acknowledged; retry "
-         "after `Retry-After` seconds.",
+    503: "A dependency (broker, object storage, the review step) did not answer: nothing was acknowledged; "
+         "retry (after `Retry-After` seconds when given).",
 }
 # Errors an operation answers because of what it depends on.
 BODY_ERRORS = (400, 413, 415, 422)
@@ -83,11 +82,10 @@ def operation(status: int, model: type[BaseModel] | None = None, *, description:
     """The keyword arguments of a route decorator: `@router.post("", **operation(202, EventAccepted,
     body=("Event", EVENT_ADAPTER), errors=(403, 429, 503)))`.
 
-    `body` is the model (or a component name and adapter) the route parses its JSON body with.
-
     `model` documents the success body without FastAPI validating it on the way out (the routes
-    build their answers); `media_type` replaces JSON for a body that is not (`/metrics`). `errors`
-    are the statuses the route itself answers beyond those its dependencies imply.
+    build their answers); `media_type` replaces JSON for a body that is not (`/metrics`, a page).
+    `body` is the model (or a component name and adapter) the route parses its JSON body with.
+    `errors` are the statuses the route answers itself beyond those its dependencies imply.
     """
     success: dict[str, Any] = {"description": description or "Success."}
     if model is not None:
