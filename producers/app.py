@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,7 +28,7 @@ from common.errors import ApiError
 from common.settings import Settings
 from infra.kafka.producer import AsyncProducer, producer_config
 from infra.s3.buckets import s3_client
-from producers.deps import KIND_KEY, error_response, service_of
+from producers.deps import KIND_KEY, error_response, reject_unknown_query_parameters, service_of
 from producers.openapi import openapi_document
 from producers.playback import CatalogPlayback, PlaybackSigner
 from producers.routers import catalog, events, health, page, playback, review, uploads
@@ -63,7 +63,8 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
         service.close(own_producer)
 
     app = FastAPI(title="LustraX ingest API", version="1.0.0", lifespan=lifespan,
-                  description=__doc__, docs_url="/docs", redoc_url=None)
+                  description=__doc__, docs_url="/docs", redoc_url=None,
+                  dependencies=[Depends(reject_unknown_query_parameters)])
     for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router,
                    page.router):
         app.include_router(router)
@@ -77,13 +78,14 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query")) or None
+        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query", "header")) or None
         return error_response(ApiError(422, "invalid_field", str(first.get("msg")), field))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(ApiError(exc.status_code, code, str(exc.detail), None))
+        # A 405 keeps Starlette's Allow header (RFC 9110).
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), None), exc.headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -92,7 +94,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = openapi_document(app)
+            app.openapi_schema = openapi_document(app, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -8,16 +8,25 @@ ApiErrors, rendered by producers/app.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from functools import cache
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse
 
 from common.errors import ApiError
 from common.tokens import Principal
+from infra.s3.layout import VIDEO_ID_PATTERN
 from producers.service import IngestService
 
 JSON_TYPES = ("application/json",)
+# A video id is made by the server (infra/s3/layout.py); any other string names no video: 404, not
+# 422, so the pattern is documented rather than validated here.
+VideoIdPath = Annotated[str, Path(description="A server-made video id.",
+                                  json_schema_extra={"pattern": f"^{VIDEO_ID_PATTERN.pattern}$"})]
 # The request's kind in lustrax_ingest_requests_rejected_total{type}; "unknown" until a route sets it.
 KIND_KEY = "lustrax_type"
 
@@ -26,9 +35,13 @@ def set_kind(request: Request, kind: str) -> None:
     request.scope[KIND_KEY] = kind
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if error.retry_after_s:
+        headers["Retry-After"] = str(error.retry_after_s)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names the scheme it wants
+    return JSONResponse(error.body(), status_code=error.status, headers=headers or None)
 
 
 def service_of(request: Request) -> IngestService:
@@ -50,10 +63,28 @@ async def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+async def optional_principal(request: Request) -> Principal | None:
+    """The caller, or None without an Authorization header (a bad token is still a 401)."""
+    header = request.headers.get("authorization")
+    return None if header is None else service_of(request).tokens.verify(header)
+
+
+
 def principal_of(kind: str) -> Any:
     """The principal, then the request's kind: errors after authentication are counted under `kind`."""
 
     async def dependency(request: Request, principal: PrincipalDep) -> Principal:
+        set_kind(request, kind)
+        return principal
+
+    return Depends(dependency)
+
+
+def optional_principal_of(kind: str) -> Any:
+    """principal_of for routes anyone may call: the principal or None, then the request's kind."""
+
+    async def dependency(request: Request,
+                         principal: Annotated[Principal | None, Depends(optional_principal)]) -> Principal | None:
         set_kind(request, kind)
         return principal
 
@@ -80,3 +111,30 @@ async def read_json_body(request: Request) -> bytes:
 
 
 JsonBody = Annotated[bytes, Depends(read_json_body)]
+
+
+def dependants(dependant: Dependant) -> Iterator[Dependant]:
+    """A route's dependency tree, itself first."""
+    yield dependant
+    for dependency in dependant.dependencies:
+        yield from dependants(dependency)
+
+
+@cache
+def _declared_query(route: APIRoute) -> frozenset[str]:
+    return frozenset(p.alias for d in dependants(route.dependant) for p in d.query_params)
+
+
+def reject_unknown_query_parameters(request: Request) -> None:
+    """A route's query parameters are its contract: an unknown one (a typo such as `limt`) is a 422
+    naming it, never silently ignored. Routes that take no query parameters ignore the query string."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    declared = _declared_query(route)
+    if not declared:
+        return
+    for name in request.query_params:
+        if name not in declared:
+            raise ApiError(422, "unknown_field", f"unknown query parameter; known: {', '.join(sorted(declared))}",
+                           name[:64])

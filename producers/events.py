@@ -11,8 +11,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, ValidationInfo,
-                      field_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError,
+                      ValidationInfo, WithJsonSchema, field_validator)
 
 from common.errors import ApiError
 from producers.text import INVALID_CHARACTERS
@@ -29,10 +29,26 @@ MAX_EVENT_AGE = timedelta(days=7)
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 
 
+def json_integer(value: object) -> object:
+    """JSON has one number type: 9469.0 is the integer 9469, for JSON Schema's `integer` too. A
+    fraction, a string and a boolean are still refused by the strict `int` that follows."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# `field: JsonInteger = Field(ge=0, strict=True)`: an integer as JSON and the OpenAPI document mean it.
+JsonInteger = Annotated[int, BeforeValidator(json_integer)]
+# What parse_occurred_at takes, as the document says it.
+OCCURRED_AT_SCHEMA = {"anyOf": [{"type": "string", "format": "date-time", "maxLength": 40},
+                                {"type": "integer", "description": "epoch milliseconds"}, {"type": "null"}],
+                      "description": "RFC 3339 with an offset, or epoch milliseconds; at most 7 days old and 5 "
+                                     "minutes ahead of the server's clock. Default: when the server received it."}
+
+
 def parse_occurred_at(value: object) -> datetime:
     """RFC 3339 string or epoch milliseconds -> aware UTC datetime."""
     if isinstance(value, bool):
         raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+    value = json_integer(value)
     if isinstance(value, int):
         try:
             return datetime.fromtimestamp(value / 1000, tz=UTC)
@@ -53,7 +69,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: uuid.UUID | None = None
-    occurred_at: datetime | None = None
+    occurred_at: Annotated[datetime | None, WithJsonSchema(OCCURRED_AT_SCHEMA)] = None
     video_id: Identifier
     user_id: Identifier
 
@@ -83,8 +99,8 @@ class WatchTickEvent(_Event):
     type: Literal["watch_tick"]
     session_id: Identifier
     # duration_ms first: the position's validator reads it.
-    duration_ms: int = Field(gt=0, le=MAX_MEDIA_MS, strict=True)
-    position_ms: int = Field(ge=0, le=MAX_MEDIA_MS, strict=True)
+    duration_ms: JsonInteger = Field(gt=0, le=MAX_MEDIA_MS, strict=True)
+    position_ms: JsonInteger = Field(ge=0, le=MAX_MEDIA_MS, strict=True, description="At most duration_ms.")
 
     @field_validator("position_ms")
     @classmethod

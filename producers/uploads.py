@@ -23,20 +23,23 @@ from common.errors import ApiError
 from infra.s3.buckets import head_object
 from infra.s3.layout import incoming_key, is_video_id, new_video_id, source_key
 from infra.s3.uploads import UploadManifest, read_manifest, write_manifest
+from producers.events import JsonInteger
 from producers.text import DisplayText
 
 # Containers ffmpeg reads well and that browsers upload; the magic bytes are checked on completion.
 ALLOWED_CONTENT_TYPES = ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska")
 
-Tag = Annotated[str, DisplayText(40, pattern=r"^[\w\- ]+$")]
+Tag = Annotated[str, DisplayText(40, charset=r"\w\-")]
 
 
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Annotated[str, DisplayText(200)]
-    content_type: str
-    size_bytes: int = Field(gt=0, strict=True)
-    premium: bool = False
+    # Checked by UploadService.validate (415 rather than 422), so only documented as an enum here.
+    content_type: str = Field(json_schema_extra={"enum": list(ALLOWED_CONTENT_TYPES)})
+    # Its maximum is LUSTRAX_UPLOAD_MAX_BYTES (413): producers/routers/uploads.py documents it.
+    size_bytes: JsonInteger = Field(gt=0, strict=True)
+    premium: bool = Field(default=False, strict=True)  # `0` is no boolean
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 
 

@@ -7,9 +7,10 @@ else it answers 404 exactly as an unknown id does. Listing any state but `publis
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from catalog.access import is_admin, visible
 from catalog.fold import PUBLISHED, STATES, VideoRecord, public_view
@@ -17,27 +18,54 @@ from common.errors import ApiError
 from common.tokens import Principal
 from infra.s3.layout import is_video_id
 from infra.s3.uploads import read_manifest
-from producers.deps import ServiceDep, set_kind
+from producers.deps import ServiceDep, VideoIdPath, optional_principal_of
+from producers.openapi import operation
 from producers.service import IngestService
 
 router = APIRouter(prefix="/v1/videos")
 MAX_LIMIT = 100
+State = Literal[STATES]  # type: ignore[valid-type]
+OptionalPrincipal = Annotated[Principal | None, optional_principal_of("catalog")]
 
 
-async def optional_principal(request: Request, service: ServiceDep) -> Principal | None:
-    """The caller, or None without an Authorization header (a bad token is still a 401)."""
-    set_kind(request, "catalog")
-    header = request.headers.get("authorization")
-    return None if header is None else service.tokens.verify(header)
+class Rendition(BaseModel):
+    height: int
+    width: int
+    bandwidth: int
+
+
+class Video(BaseModel):
+    """The catalog record (API.md): `video_url`, `thumbnail` and `published_at` only once published."""
+
+    video_id: str
+    title: str | None
+    uploader_id: str | None
+    state: State
+    premium: bool
+    tags: list[str]
+    duration_ms: int | None
+    renditions: list[Rendition]
+    video_url: str | None
+    thumbnail: str | None
+    storyboard: str | None
+    published_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class VideoPage(BaseModel):
+    items: list[Video]
+    next_cursor: str | None
 
 
 def _not_found() -> ApiError:
     return ApiError(404, "not_found", "no video with this video_id", "video_id")
 
 
-@router.get("/{video_id}")
-async def get_video(video_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
-    principal = await optional_principal(request, service)
+@router.get("/{video_id}", **operation(200, Video, errors=(404, 503), description="The catalog record."),
+            description="Anyone reads a published video; its uploader and admins any state. 404 otherwise, as for "
+                        "an unknown id.")
+async def get_video(video_id: VideoIdPath, service: ServiceDep, principal: OptionalPrincipal) -> dict[str, Any]:
     record = service.catalog.get(video_id)
     if record is None and principal is not None and is_video_id(video_id):
         record = await _awaiting_upload(service, video_id)
@@ -56,11 +84,13 @@ async def _awaiting_upload(service: IngestService, video_id: str) -> VideoRecord
                        tags=tuple(manifest.tags), created_at=created, updated_at=created)
 
 
-@router.get("")
-async def list_videos(request: Request, service: ServiceDep, state: str = PUBLISHED,
+@router.get("", **operation(200, VideoPage, errors=(403,), description="Newest first."),
+            description="Anyone lists published videos; only admins any other state. `cursor` is a `next_cursor` "
+                        "this API issued for the same `state` (422 otherwise).")
+async def list_videos(service: ServiceDep, principal: OptionalPrincipal,
+                      state: Annotated[str, Query(json_schema_extra={"enum": list(STATES)})] = PUBLISHED,
                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
                       cursor: Annotated[str | None, Query(max_length=512)] = None) -> dict[str, Any]:
-    principal = await optional_principal(request, service)
     if state not in STATES:
         raise ApiError(422, "invalid_value", f"state must be one of {', '.join(STATES)}", "state")
     if state != PUBLISHED and not is_admin(principal):

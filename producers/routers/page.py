@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import html
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
@@ -25,6 +27,7 @@ from common.errors import ApiError, LustraxError
 from common.settings import Settings
 from infra.clickhouse.analyst import query_file, run_sql
 from producers.deps import ServiceDep, set_kind
+from producers.openapi import operation
 
 router = APIRouter()
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -73,10 +76,9 @@ def static_files() -> StaticFiles:
     return _StaticFiles(directory=STATIC_DIR)
 
 
-@router.get("/", response_class=HTMLResponse, summary="The page: live feed, trending, HLS player",
-            responses={200: {"description": "the page (HTML)", "content": {"text/html": {}}},
-                       503: {"description": "hls.js is not in the static folder: run `make setup`"}},
-            openapi_extra={"security": []})
+@router.get("/", summary="The page: live feed, trending, HLS player",
+            **operation(200, media_type="text/html", errors=(503,),
+                        description="The page (HTML); 503 when hls.js is not in the static folder (`make setup`)."))
 async def page(request: Request, service: ServiceDep) -> HTMLResponse:
     set_kind(request, "page")
     if not HLS_JS.exists():
@@ -117,12 +119,30 @@ class TrendingReader:
 TRENDING_COUNTS = ("views", "unique_viewers", "likes", "net_likes", "completed_sessions", "watch_time_ms")
 
 
+class TrendingVideo(BaseModel):
+    video_id: str
+    title: str | None
+    premium: bool
+    video_url: str | None
+    thumbnail: str | None
+    published_at: datetime | None
+    views: int
+    unique_viewers: int
+    likes: int
+    net_likes: int
+    completed_sessions: int
+    watch_time_ms: int
+
+
+class Trending(BaseModel):
+    items: list[TrendingVideo]
+    minutes: int
+
+
 @router.get("/v1/trending", summary="Published videos watched most in the last minutes",
-            responses={200: {"description": "`{items: [...], minutes}`: the catalog record of each published "
-                                            "video with its counts, most viewed first"},
-                       422: {"description": "a bad `minutes` or `limit` (named)"},
-                       503: {"description": "ClickHouse (the sink's query endpoint) does not answer"}},
-            openapi_extra={"security": []})
+            **operation(200, Trending, errors=(503,),
+                        description="The catalog record of each published video with its counts, most viewed first; "
+                                    "503 when ClickHouse (the sink's query endpoint) does not answer."))
 async def trending(request: Request, service: ServiceDep,
                    minutes: Annotated[int, Query(ge=1, le=MAX_TRENDING_MINUTES)] = 60,
                    limit: Annotated[int, Query(ge=1, le=MAX_TRENDING_LIMIT)] = 10) -> JSONResponse:

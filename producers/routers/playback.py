@@ -10,9 +10,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from common.tokens import Principal
-from producers.deps import ServiceDep, principal_of
+from producers.deps import ServiceDep, VideoIdPath, principal_of
+from producers.openapi import operation
 from producers.playback import CatalogPlayback, PlaybackSigner, checked_video_id
 
 router = APIRouter(prefix="/v1/videos")
@@ -25,12 +27,20 @@ async def passed_age_gate(principal: Annotated[Principal, principal_of("playback
     return principal
 
 
+class PlaybackGrant(BaseModel):
+    video_url: str
+    expires_at: datetime
+    cookies: dict[str, str] | None = None
+
+
 def playback_of(request: Request) -> tuple[CatalogPlayback, PlaybackSigner]:
     return request.app.state.playback_catalog, request.app.state.playback_signer
 
 
-@router.post("/{video_id}/playback")
-async def post_playback(video_id: str, request: Request, service: ServiceDep,
+@router.post("/{video_id}/playback", **operation(
+    200, PlaybackGrant, errors=(403, 404),
+    description="The URL to play; for a premium video CloudFront signed cookies, in the body and as Set-Cookie."))
+async def post_playback(video_id: VideoIdPath, request: Request, service: ServiceDep,
                         principal: Annotated[Principal, Depends(passed_age_gate)]) -> JSONResponse:
     catalog, signer = playback_of(request)
     video_id = checked_video_id(video_id)

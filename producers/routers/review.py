@@ -9,19 +9,21 @@ next read already show the new state.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from catalog.access import is_admin
 from catalog.fold import public_view, review_view
 from common.errors import ApiError
 from common.tokens import Principal
 from infra.kafka.producer import OutgoingMessage
-from producers.deps import JsonBody, ServiceDep, principal_of
+from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of
 from producers.events import validation_error
-from producers.openapi import request_body
+from producers.openapi import operation
+from producers.routers.catalog import Video
 from producers.text import DisplayText
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
@@ -31,9 +33,32 @@ MAX_LIMIT = 200
 
 
 class ReviewDecision(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A rejection needs a reason: checked by hand (422 naming `reason`), stated to the document here.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
+        "then": {"required": ["reason"], "properties": {"reason": {"type": "string"}}}})
     decision: Literal["approve", "reject"]
     reason: Annotated[str, DisplayText(500)] | None = None
+
+
+class Label(BaseModel):
+    name: str
+    confidence: float
+
+
+class ReviewItem(BaseModel):
+    video_id: str
+    title: str | None
+    uploader_id: str | None
+    queued_at: datetime | None
+    priority: str
+    reasons: list[str]
+    premium: bool
+    labels: list[Label]
+
+
+class ReviewQueue(BaseModel):
+    items: list[ReviewItem]
 
 
 def _admin(principal: Principal) -> Principal:
@@ -42,15 +67,16 @@ def _admin(principal: Principal) -> Principal:
     return principal
 
 
-@router.get("")
+@router.get("", **operation(200, ReviewQueue, errors=(403,), description="The queue, oldest request first."))
 async def review_queue(service: ServiceDep, principal: Annotated[Principal, principal_of("review")],
                        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
     _admin(principal)
     return {"items": [review_view(record) for record in service.catalog.review_queue(limit)]}
 
 
-@router.post("/{video_id}", openapi_extra={"requestBody": request_body(TypeAdapter(ReviewDecision))})
-async def decide(video_id: str, service: ServiceDep, principal: Annotated[Principal, principal_of("review")],
+@router.post("/{video_id}", **operation(200, Video, body=ReviewDecision, errors=(403, 404, 409, 503),
+                                         description="The decision is recorded: the video's new record."))
+async def decide(video_id: VideoIdPath, service: ServiceDep, principal: Annotated[Principal, principal_of("review")],
                  body: JsonBody) -> dict[str, Any]:
     _admin(principal)
     try:

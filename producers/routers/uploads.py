@@ -5,40 +5,57 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from common.errors import ApiError
 from common.tokens import Principal, authorize_user
 from infra.kafka.producer import OutgoingMessage
 from infra.s3.uploads import uploaded_event_id, uploaded_record
-from producers.deps import JsonBody, ServiceDep, principal_of
+from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of
 from producers.events import PRODUCER_NAME, validation_error
-from producers.openapi import request_body
+from producers.openapi import bound_by_setting, operation
 from producers.uploads import UploadRequest
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
 
 router = APIRouter(prefix="/v1/uploads")
+bound_by_setting("UploadRequest", "size_bytes", "maximum", "upload_max_bytes")
+# Visible ASCII: what survives HTTP's trimming of a header value unchanged.
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=128, pattern=r"^[!-~]+$",
+                                              description="Same key, same upload (the same video_id and URL).")]
 
 
-@router.post("", status_code=201, openapi_extra={"requestBody": request_body(TypeAdapter(UploadRequest))})
-async def post_upload(request: Request, service: ServiceDep,
-                      principal: Annotated[Principal, principal_of("upload")], body: JsonBody) -> JSONResponse:
+class UploadTicket(BaseModel):
+    video_id: str
+    upload_url: str
+    upload_headers: dict[str, str]
+    expires_at: datetime
+
+
+class UploadCompleted(BaseModel):
+    video_id: str
+    event_id: str
+    state: str
+
+
+@router.post("", **operation(201, UploadTicket, body=UploadRequest, errors=(409, 503),
+                             description="A presigned PUT of exactly the declared type and size."))
+async def post_upload(service: ServiceDep, principal: Annotated[Principal, principal_of("upload")], body: JsonBody,
+                      idempotency_key: IdempotencyKey = None) -> JSONResponse:
     try:
         upload = UploadRequest.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    key = request.headers.get("idempotency-key")
-    if key is not None and not (1 <= len(key) <= 128):
-        raise ApiError(422, "invalid_value", "Idempotency-Key must be 1 to 128 characters", "idempotency-key")
+    key = idempotency_key
     ticket = await service.storage(service.uploads.create, upload, principal.user_id, key, datetime.now(UTC))
     return JSONResponse(ticket, status_code=201)
 
 
-@router.post("/{video_id}/complete", status_code=202)
-async def complete_upload(video_id: str, service: ServiceDep,
+@router.post("/{video_id}/complete", **operation(
+    202, UploadCompleted, errors=(403, 404, 409, 415, 422, 503),
+    description="The uploaded file was checked and VideoUploaded is on the broker."))
+async def complete_upload(video_id: VideoIdPath, service: ServiceDep,
                           principal: Annotated[Principal, principal_of("upload_complete")]) -> JSONResponse:
     manifest = await service.storage(service.uploads.check_completed, video_id,
                                      lambda m: authorize_user(principal, m.uploader_id, "video_id"))

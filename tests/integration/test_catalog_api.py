@@ -164,6 +164,7 @@ def test_listing_other_states_is_for_admins(stack: Settings, api: httpx.Client, 
     ({"limit": "many"}, 422, "limit"),
     ({"cursor": "forged"}, 422, "cursor"),
     ({"cursor": "x" * 600}, 422, "cursor"),
+    ({"limt": 5}, 422, "limt"),  # an unknown parameter (a typo) is refused, never ignored
 ])
 def test_bad_listing_parameters_name_the_field(api: httpx.Client, params: dict[str, Any], status: int,
                                                field: str) -> None:

@@ -248,8 +248,9 @@ def test_health_readiness_metrics_and_openapi(api: httpx.Client, stack: Settings
     assert "lustrax_ingest_produce_latency_seconds_bucket" in metrics
     spec = api.get("/openapi.json").json()
     assert {"/v1/events", "/v1/events/batch", "/v1/uploads", "/v1/uploads/{video_id}/complete"} <= set(spec["paths"])
-    body_schema = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert "discriminator" in body_schema or "oneOf" in body_schema
+    body_ref = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body_schema = spec["components"]["schemas"][body_ref.rsplit("/", 1)[1]]
+    assert body_schema["discriminator"]["propertyName"] == "type" and len(body_schema["oneOf"]) == 3
 
 
 def test_a_batch_over_the_like_burst_is_refused_for_good_and_takes_nothing(api: httpx.Client,

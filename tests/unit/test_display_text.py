@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Annotated
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from producers.events import validation_error
@@ -51,3 +52,32 @@ def test_one_invisible_character_anywhere_is_found(before: str, char: str, after
 def test_a_tag_character_outside_a_flag_sequence_is_refused() -> None:
     assert first_invisible(ENGLAND + "\U000e0067") == (len(ENGLAND), "\U000e0067")
     assert first_invisible("\U0001f3f4\U000e0067") == (1, "\U000e0067")  # no cancel tag: not a flag
+
+
+# Any text, white space at the ends included; no surrogates (UTF-8 cannot carry them) and no emoji
+# tag sequences (the one point where the document is stricter, docs/api.md).
+any_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=60).filter(lambda t: "\U0001f3f4" not in t)
+TAG: TypeAdapter[str] = TypeAdapter(Annotated[str, DisplayText(12, charset=r"\w\-")])
+
+
+@pytest.mark.parametrize("adapter", [TITLE, TAG], ids=["title", "tag"])
+@settings(deadline=None)  # the first call scans Unicode for the refused characters
+@given(text=any_text)
+def test_the_documented_pattern_accepts_exactly_what_validation_accepts(adapter: TypeAdapter[str], text: str) -> None:
+    pattern = adapter.json_schema()["pattern"]
+    try:
+        adapter.validate_python(text)
+        valid = True
+    except ValidationError:
+        valid = False
+    assert (re.search(pattern, text) is not None) == valid, repr(text)
+
+
+@pytest.mark.parametrize("text", ["", " ", "\t", "x" * 13, " x ", "x" * 12 + "\u3000", "\x1fx", "a\u00b2", "a b"])
+def test_the_documented_pattern_on_the_edges(text: str) -> None:
+    valid = True
+    try:
+        TAG.validate_python(text)
+    except ValidationError:
+        valid = False
+    assert (re.search(TAG.json_schema()["pattern"], text) is not None) == valid, repr(text)

@@ -135,3 +135,18 @@ def test_container_magic_bytes() -> None:
     assert matches_container("video/webm", b"\x1a\x45\xdf\xa3" + b"\x00" * 8)
     assert not matches_container("video/mp4", b"<html><body>hello</body>")
     assert not matches_container("video/webm", b"\x00\x00\x00\x20ftypisom")
+
+
+@pytest.mark.parametrize(("position", "accepted"), [(9469.0, True), (9469, True), (9469.5, False), ("9469", False),
+                                                    (True, False)])
+def test_integers_are_json_integers(position: object, accepted: bool) -> None:
+    """JSON Schema's `integer` holds 9469.0 (the OpenAPI document says integer): so does the API."""
+    body = json.dumps({"type": "watch_tick", "video_id": "v", "user_id": "u", "session_id": "s",
+                       "position_ms": position, "duration_ms": 10_000.0}).encode()
+    if accepted:
+        event = parse_event(body)
+        assert (event.position_ms, type(event.position_ms)) == (9469, int)
+    else:
+        with pytest.raises(ApiError) as refused:
+            parse_event(body)
+        assert refused.value.field == "position_ms"

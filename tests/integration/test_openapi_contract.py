@@ -1,0 +1,67 @@
+"""The OpenAPI document is the contract (docs/api.md): schemathesis fuzzes every operation of the
+real API, on the real stack, with all of its checks.
+
+The operations are those of the app's own document (collected before the stack is up, so each is a
+test of its own: a router added later is fuzzed by construction), and the first test proves that
+document is the one the API serves. The rules JSON Schema cannot state are kept by
+tests/openapi_hooks.py (through schemathesis.toml); nothing else is configured away.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
+
+from common.settings import Settings, load_settings
+from common.tokens import issue_token
+from producers.app import create_app
+
+pytestmark = pytest.mark.integration
+CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
+# Fuzzed cases per operation, beyond the examples and the coverage phase's own cases: the budget.
+MAX_EXAMPLES = 10
+# Hypothesis' health checks judge the generator (slow on a busy machine, with the display-text
+# patterns), not the API: every check of schemathesis' stays on.
+GENERATION = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+STATEFUL = settings(GENERATION, max_examples=8, stateful_step_count=4)
+
+# Building the document touches nothing (no secret, no broker): the app's start-up does that.
+DOCUMENT = create_app(load_settings()).openapi()
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from_path(str(CONFIG)))
+
+
+@pytest.fixture(scope="module")
+def admin(stack: Settings) -> dict[str, str]:
+    """An admin's token: every operation is reachable (schemathesis also tries each one without it
+    and with a bad one)."""
+    return {"Authorization": f"Bearer {issue_token(stack.jwt_signing_secret, 'contract-admin', ('admin',), 3600)}"}
+
+
+def accepted_events(ingest_api: str) -> float:
+    metrics = httpx.get(f"{ingest_api}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("lustrax_ingest_events_accepted_total{"))
+
+
+def test_the_api_serves_the_document_fuzzed_here(ingest_api: str) -> None:
+    assert httpx.get(f"{ingest_api}/openapi.json").json() == DOCUMENT
+
+
+@schema.parametrize()
+@GENERATION
+def test_every_operation_answers_as_documented(case: Any, ingest_api: str, admin: dict[str, str]) -> None:
+    case.call_and_validate(base_url=ingest_api, headers=admin)
+
+
+def test_sequences_of_operations_answer_as_documented(ingest_api: str, admin: dict[str, str]) -> None:
+    schema.config.update(base_url=ingest_api, headers=admin)
+    before = accepted_events(ingest_api)
+    schema.as_state_machine().run(settings=STATEFUL)
+    # The sequences got past authentication and validation: the fuzzing reached the broker.
+    assert accepted_events(ingest_api) > before
