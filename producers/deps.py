@@ -9,7 +9,6 @@ ApiErrors, rendered by producers/app.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import cache
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
@@ -120,9 +119,8 @@ def dependants(dependant: Dependant) -> Iterator[Dependant]:
         yield from dependants(dependency)
 
 
-@cache
-def _declared_query(route: APIRoute) -> frozenset[str]:
-    return frozenset(p.alias for d in dependants(route.dependant) for p in d.query_params)
+def _declared_query(route: APIRoute) -> set[str]:
+    return {p.alias for d in dependants(route.dependant) for p in d.query_params}
 
 
 def reject_unknown_query_parameters(request: Request) -> None:

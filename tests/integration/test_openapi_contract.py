@@ -9,6 +9,7 @@ tests/openapi_hooks.py (through schemathesis.toml); nothing else is configured a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from schemathesis.config import SchemathesisConfig
 
 from common.settings import Settings, load_settings
 from common.tokens import issue_token
+from processors.sink.query_server import start_query_server
+from processors.sink.service import sink_health
 from producers.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -34,6 +37,14 @@ STATEFUL = settings(GENERATION, max_examples=8, stateful_step_count=4)
 # Building the document touches nothing (no secret, no broker): the app's start-up does that.
 DOCUMENT = create_app(load_settings()).openapi()
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from_path(str(CONFIG)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sink_queries(stack: Settings, sink: Any) -> Iterator[None]:
+    """The sink's query endpoint the API asks for `GET /v1/trending` (the sink in this process)."""
+    server = start_query_server("127.0.0.1", stack.sink_query_port, stack, lambda: sink_health(sink))
+    yield
+    server.shutdown()
 
 
 @pytest.fixture(scope="module")
