@@ -2,9 +2,10 @@
 
 `ws://HOST:PORT/v1/ws`; on the same port `GET /healthz` (200 once the history is rebuilt from the
 topics) and `GET /metrics` (Prometheus text), answered by the `process_request` hook before any
-upgrade. Each frame is serialized once and written with `broadcast()`, which never waits for a
-client: a sweep every `SWEEP_INTERVAL_S` closes, with 3008 "slow", every connection whose write
-buffer holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES. Compression is off (a broadcast frame would
+upgrade. Each frame is serialized and framed once and written to each recipient's transport
+(what `broadcast()` does, minus framing it again per connection), which never waits for a client:
+a sweep every `SWEEP_INTERVAL_S` closes, with 3008 "slow", every connection whose write buffer
+holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES. Compression is off (a broadcast frame would
 be compressed once per connection, and each deflate context costs ~64 KiB of memory).
 Several processes may share the port (SO_REUSEPORT): LUSTRAX_WS_PROCESSES.
 """
@@ -32,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -105,6 +107,24 @@ def _json_response(connection: ServerConnection, status: int, code: str, message
                     "application/json")
 
 
+def text_frame(data: bytes) -> bytes:
+    """A server's text frame on the wire (unmasked, no extension: compression is off), so that a
+    frame is framed once for all its recipients instead of once per connection by broadcast()."""
+    return Frame(Opcode.TEXT, data).serialize(mask=False)
+
+
+def write_all(connections: Iterable[ServerConnection], wire: bytes) -> int:
+    """broadcast() for frames already on the wire: the same checks (open, no fragmented message in
+    progress), then the transport's write, which never waits. Returns the connections written."""
+    written = 0
+    for connection in connections:
+        if (connection.protocol.state is State.OPEN and connection.send_in_progress is None
+                and not connection.transport.is_closing()):
+            connection.transport.write(wire)
+            written += 1
+    return written
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -125,6 +145,9 @@ class Gateway:
         self.server: Server | None = None
         self.history_frames = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self._inbox: list[Positioned] = []  # batches from the consumer thread, not yet delivered
+        self._inbox_lock = threading.Lock()
+        self._drain_pending = False
 
     @property
     def ready(self) -> bool:
@@ -224,22 +247,36 @@ class Gateway:
 
     # -- Kafka -> clients -----------------------------------------------------------------------
     def _from_consumer(self, batch: list[Positioned]) -> None:
+        """In the consumer thread: queue the batch; one drain callback is pending at most, so that
+        what piles up while the loop is busy is delivered together (one write per connection)."""
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._deliver, batch)
+        with self._inbox_lock:
+            self._inbox.extend(batch)
+            if self._drain_pending:
+                return
+            self._drain_pending = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            batch, self._inbox, self._drain_pending = self._inbox, [], False
+        self._deliver(batch)
 
     def _deliver(self, batch: list[Positioned]) -> None:
         now = time.time()
-        for item in batch:
-            schema, record = item.payload
-            for pub in self.core.observe(schema, record):
-                data, live, joined = self.core.publish(pub, item.ts_ms, now)
-                if live:
-                    broadcast(live, data, text=True)
-                if joined:
-                    broadcast(joined, data, text=True)
-                if live or joined:
-                    self.metrics.frames_sent.inc(len(live) + len(joined))
-                    self.metrics.delivery_lag.observe(max(0.0, now - item.ts_ms / 1000))
+        pubs = [(pub, item.ts_ms) for item in batch for pub in self.core.observe(*item.payload)]
+        sent = 0
+        for delivery in self.core.publish_batch(pubs, now):
+            wires = [text_frame(data) for data in delivery.frames]
+            count = len(wires)
+            sent += write_all(delivery.live, wires[0] if count == 1 else b"".join(wires)) * count
+            for conn, start in delivery.joined.items():
+                sent += write_all((conn,), b"".join(wires[start:])) * (count - start)
+            if delivery.live or delivery.joined:
+                for ts_ms in delivery.ts_ms:
+                    self.metrics.delivery_lag.observe(max(0.0, now - ts_ms / 1000))
+        if sent:
+            self.metrics.frames_sent.inc(sent)
 
     async def _sweep(self) -> None:
         bound = self.settings.ws_client_buffer_bytes
