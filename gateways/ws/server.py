@@ -4,8 +4,8 @@
 topics) and `GET /metrics` (Prometheus text), answered by the `process_request` hook before any
 upgrade. Each frame is serialized and framed once and written to each recipient's transport
 (what `broadcast()` does, minus framing it again per connection), which never waits for a client:
-a sweep every `SWEEP_INTERVAL_S` closes, with 3008 "slow", every connection whose write buffer
-holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES. Compression is off (a broadcast frame would
+a connection whose write buffer then holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES is closed
+with 3008 "slow". Compression is off (a broadcast frame would
 be compressed once per connection, and each deflate context costs ~64 KiB of memory).
 Several processes may share the port (SO_REUSEPORT): LUSTRAX_WS_PROCESSES.
 """
@@ -113,16 +113,21 @@ def text_frame(data: bytes) -> bytes:
     return Frame(Opcode.TEXT, data).serialize(mask=False)
 
 
-def write_all(connections: Iterable[ServerConnection], wire: bytes) -> int:
+def write_all(connections: Iterable[ServerConnection], wire: bytes, bound: int
+              ) -> tuple[int, list[ServerConnection]]:
     """broadcast() for frames already on the wire: the same checks (open, no fragmented message in
-    progress), then the transport's write, which never waits. Returns the connections written."""
-    written = 0
+    progress), then the transport's write, which never waits. Returns how many were written and
+    those whose write buffer now holds more than `bound` bytes (only a write makes it grow)."""
+    written, over = 0, []
     for connection in connections:
+        transport = connection.transport
         if (connection.protocol.state is State.OPEN and connection.send_in_progress is None
-                and not connection.transport.is_closing()):
-            connection.transport.write(wire)
+                and not transport.is_closing()):
+            transport.write(wire)
             written += 1
-    return written
+            if transport.get_write_buffer_size() > bound:
+                over.append(connection)
+    return written, over
 
 
 class Gateway:
@@ -265,35 +270,40 @@ class Gateway:
     def _deliver(self, batch: list[Positioned]) -> None:
         now = time.time()
         pubs = [(pub, item.ts_ms) for item in batch for pub in self.core.observe(*item.payload)]
-        sent = 0
+        bound = self.settings.ws_client_buffer_bytes
+        sent, slow = 0, []
         for delivery in self.core.publish_batch(pubs, now):
             wires = [text_frame(data) for data in delivery.frames]
             count = len(wires)
-            sent += write_all(delivery.live, wires[0] if count == 1 else b"".join(wires)) * count
+            written, over = write_all(delivery.live, wires[0] if count == 1 else b"".join(wires), bound)
+            sent, slow = sent + written * count, slow + over
             for conn, start in delivery.joined.items():
-                sent += write_all((conn,), b"".join(wires[start:])) * (count - start)
+                written, over = write_all((conn,), b"".join(wires[start:]), bound)
+                sent, slow = sent + written * (count - start), slow + over
             if delivery.live or delivery.joined:
                 for ts_ms in delivery.ts_ms:
                     self.metrics.delivery_lag.observe(max(0.0, now - ts_ms / 1000))
         if sent:
             self.metrics.frames_sent.inc(sent)
+        for connection in dict.fromkeys(slow):  # after the writes: closing changes the hub's sets
+            self._close_slow(connection)
+
+    def _close_slow(self, connection: ServerConnection) -> None:
+        """Close with 3008 "slow" and leave every channel at once, so it costs nothing afterwards."""
+        self.core.disconnect(connection)
+        self.metrics.slow_closes.inc()
+        task = asyncio.create_task(connection.close(SLOW_CLOSE_CODE, SLOW_CLOSE_REASON))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _sweep(self) -> None:
-        bound = self.settings.ws_client_buffer_bytes
+        """Presence every SWEEP_INTERVAL_S (rate-limited in Presence), history expiry now and then."""
         rounds = 0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             rounds += 1
             if rounds % EXPIRE_EVERY_ROUNDS == 0:
                 self.history_frames = self.core.history.expire(time.time())
-            for connection in list(self.sessions):
-                transport = connection.transport
-                if connection.state is State.OPEN and transport.get_write_buffer_size() > bound:
-                    self.core.disconnect(connection)
-                    self.metrics.slow_closes.inc()
-                    task = asyncio.create_task(connection.close(SLOW_CLOSE_CODE, SLOW_CLOSE_REASON))
-                    self._closing.add(task)
-                    task.add_done_callback(self._closing.discard)
             for channel, data in self.core.presence.due(self.core.hub.count, time.monotonic()):
                 broadcast(self.core.hub.members(channel), data, text=True)
 
