@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--phases: a comma-separated subset of latency, saturation, big")
     home = Path(tempfile.mkdtemp(prefix="lustrax-bench-ws-"))
     settings = load_settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                             kafka_controller_port=free_port(), s3_endpoint=f"http://127.0.0.1:{free_port()}")
+                             kafka_controller_port=free_port(), s3_endpoint=f"http://127.0.0.1:{free_port()}",
+                             edge_port=free_port())
     stack = LocalStack(settings, with_services=False)
     print(f"starting a local stack under {home} ...", file=sys.stderr)
     stack.start()
