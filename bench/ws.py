@@ -6,7 +6,8 @@
 Every phase runs the server in its own process(es) and the load clients (bench/ws_load.py, two
 processes sharing the connections) in others, on a fresh local Kafka; frames are about 300 bytes.
 The gateway's messages are VideoPublished events produced to Kafka at the offered rate; its
-latency is Kafka publish (the record timestamp, which seq encodes) to client receive, the bare
+latency is Kafka publish (the record timestamp, which seq encodes) to client receive, next to a
+plain consumer's publish-to-receive on the same topic (the Kafka part of that path); the bare
 loop's is behind its own schedule. Each phase measures from when every client is connected.
 1. latency: --connections clients at 30 msg/s, which both servers deliver in full: latency, and
    deliveries per CPU second of the server (its capacity on one core).
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from common.process import free_port
 from common.settings import Settings, load_settings
@@ -156,13 +157,33 @@ def _produce(settings: Settings, rate: float, stop: threading.Event) -> None:
     producer.flush(10)
 
 
-def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The load clients' results as one: sums, and percentiles over all their samples."""
-    lat = sorted(x for r in results for x in r.pop("latency_samples_ms"))
+def _kafka_latency(settings: Settings, window: threading.Event, stop: threading.Event, out: list[float]) -> None:
+    """The Kafka part of the gateway's path, as a baseline: publish (record timestamp) to a plain
+    consumer's receive, with the gateway consumer's fetch wait, while `window` is set."""
+    topic = TOPIC_BY_SCHEMA["VideoPublished"].name
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-ws-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
+    while not stop.is_set():
+        for msg in consumer.consume(1000, 0.05):
+            if window.is_set() and not msg.error():
+                out.append(time.time() * 1000 - msg.timestamp()[1])
+    consumer.close()
+
+
+def _percentiles(samples: list[float]) -> dict[str, float | None]:
+    lat = sorted(samples)
 
     def pct(q: float) -> float | None:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
 
+    return {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": len(lat)}
+
+
+def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The load clients' results as one: sums, and percentiles over all their samples."""
+    lat = [x for r in results for x in r.pop("latency_samples_ms")]
     failures: dict[str, int] = {}
     for r in results:
         for reason, count in r["failures"].items():
@@ -172,7 +193,7 @@ def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
             "deliveries_per_s": sum(r["deliveries_per_s"] for r in results),
             "frames": sum(r["frames"] for r in results),
             "client_cpu_pct": [r["client_cpu_pct"] for r in results],
-            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": len(lat)}}
+            "latency_ms": _percentiles(lat)}
 
 
 def phase(settings: Settings, kind: str, connections: int, rate: float, seconds: float, processes: int = 1,
@@ -184,6 +205,10 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
         threads = [threading.Thread(target=lambda: [peak.append(sum(_rss_kib(p) for p in pids))
                                                     for _ in iter(lambda: stop.wait(0.5), True)], daemon=True)]
         producer = threading.Thread(target=_produce, args=(settings, rate, stop), daemon=True)
+        window, kafka_lat = threading.Event(), list[float]()
+        if kind == "gateway":
+            threads.append(threading.Thread(target=_kafka_latency, args=(settings, window, stop, kafka_lat),
+                                            daemon=True))
         for thread in threads:
             thread.start()
         shares = [connections // load_processes + (i < connections % load_processes) for i in range(load_processes)]
@@ -203,7 +228,7 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
             assert client.stdin is not None
             client.stdin.write("go\n")
             client.stdin.flush()
-        cpu0, t0, cpu, window = 0.0, 0.0, 0.0, 1.0
+        cpu0, t0, cpu, elapsed = 0.0, 0.0, 0.0, 1.0
         lines: list[list[str]] = []
         for i, client in enumerate(clients):
             assert client.stdout is not None
@@ -211,8 +236,10 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
             for line in client.stdout:
                 if line.startswith("measure-start") and i == 0:
                     cpu0, t0 = _cpu_s(pids), time.monotonic()
+                    window.set()
                 elif line.startswith("measure-end") and i == 0:
-                    cpu, window = _cpu_s(pids) - cpu0, time.monotonic() - t0
+                    cpu, elapsed = _cpu_s(pids) - cpu0, time.monotonic() - t0
+                    window.clear()
                 lines[i].append(line)
             client.wait(60)
         stop.set()
@@ -224,11 +251,13 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
     result = _merge([json.loads(out[-1]) for out in lines])
     delivered = result["frames"]
     result.update(kind=kind, processes=processes, offered_rate=rate, clients=connections,
-                  load_processes=load_processes, server_cpu_pct=round(100 * cpu / window),
+                  load_processes=load_processes, server_cpu_pct=round(100 * cpu / elapsed),
                   # capacity of one core: deliveries per CPU second of the server
                   deliveries_per_cpu_s=round(delivered / cpu) if cpu else None,
                   server_rss_mib=round(max(peak) / 1024, 1),
                   kib_per_connection=round((max(peak) - idle_kib) / max(1, result["held"]), 1))
+    if kind == "gateway":
+        result["kafka_latency_ms"] = _percentiles(kafka_lat)
     print(json.dumps(result), flush=True)
     return result
 
@@ -264,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             one = phase(settings, "gateway", n, THROUGHPUT_RATE, s)
             summary.update({
                 f"bare_p99_ms_at_{n}": bare["latency_ms"]["p99"], f"gateway_p99_ms_at_{n}": one["latency_ms"]["p99"],
+                f"kafka_only_p99_ms_at_{n}": one["kafka_latency_ms"]["p99"],
                 "bare_deliveries_per_cpu_s": bare["deliveries_per_cpu_s"],
                 "gateway_deliveries_per_cpu_s": one["deliveries_per_cpu_s"],
                 "gateway_vs_bare_per_cpu_pct": _pct(one["deliveries_per_cpu_s"], bare["deliveries_per_cpu_s"])})
@@ -286,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             summary.update({
                 f"bare_p99_ms_at_{big}": big_bare["latency_ms"]["p99"],
                 f"gateway_p99_ms_at_{big}": big_gw["latency_ms"]["p99"],
+                f"kafka_only_p99_ms_at_{big}": big_gw["kafka_latency_ms"]["p99"],
                 f"bare_deliveries_per_s_at_{big}": big_bare["deliveries_per_s"],
                 f"gateway_deliveries_per_s_at_{big}": big_gw["deliveries_per_s"],
                 f"gateway_vs_bare_pct_at_{big}": _pct(big_gw["deliveries_per_s"], big_bare["deliveries_per_s"]),

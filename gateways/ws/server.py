@@ -118,7 +118,7 @@ def write_all(connections: Iterable[ServerConnection], wire: bytes, bound: int
     """broadcast() for frames already on the wire: the same checks (open, no fragmented message in
     progress), then the transport's write, which never waits. Returns how many were written and
     those whose write buffer now holds more than `bound` bytes (only a write makes it grow)."""
-    written, over = 0, []
+    written, over = 0, list[ServerConnection]()
     for connection in connections:
         transport = connection.transport
         if (connection.protocol.state is State.OPEN and connection.send_in_progress is None
@@ -271,7 +271,7 @@ class Gateway:
         now = time.time()
         pubs = [(pub, item.ts_ms) for item in batch for pub in self.core.observe(*item.payload)]
         bound = self.settings.ws_client_buffer_bytes
-        sent, slow = 0, []
+        sent, slow = 0, list[ServerConnection]()
         for delivery in self.core.publish_batch(pubs, now):
             wires = [text_frame(data) for data in delivery.frames]
             count = len(wires)
