@@ -212,10 +212,13 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
         for thread in threads:
             thread.start()
         shares = [connections // load_processes + (i < connections % load_processes) for i in range(load_processes)]
+        results = [settings.logs_dir / f"bench-ws-client-{i}.json" for i in range(load_processes)]
         clients = [subprocess.Popen(
             [sys.executable, "-m", "bench.ws_load", "client", "--url", url, "--connections", str(share),
-             "--seconds", str(seconds), "--subscribe", "feed" if kind == "gateway" else "", "--wait-go"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for share in shares]
+             "--seconds", str(seconds), "--subscribe", "feed" if kind == "gateway" else "", "--wait-go",
+             "--result", str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for share, path in zip(shares, results)]
         for client in clients:  # every client connected: then the traffic and the window start together
             assert client.stdout is not None
             for line in client.stdout:
@@ -229,10 +232,8 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
             client.stdin.write("go\n")
             client.stdin.flush()
         cpu0, t0, cpu, elapsed = 0.0, 0.0, 0.0, 1.0
-        lines: list[list[str]] = []
         for i, client in enumerate(clients):
             assert client.stdout is not None
-            lines.append([])
             for line in client.stdout:
                 if line.startswith("measure-start") and i == 0:
                     cpu0, t0 = _cpu_s(pids), time.monotonic()
@@ -240,7 +241,6 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
                 elif line.startswith("measure-end") and i == 0:
                     cpu, elapsed = _cpu_s(pids) - cpu0, time.monotonic() - t0
                     window.clear()
-                lines[i].append(line)
             client.wait(60)
         stop.set()
         for thread in threads:
@@ -248,7 +248,7 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
     for client in clients:
         if client.returncode != 0:
             raise RuntimeError(f"load client failed: {client.stderr.read()[-2000:] if client.stderr else ''}")
-    result = _merge([json.loads(out[-1]) for out in lines])
+    result = _merge([json.loads(path.read_text()) for path in results])
     delivered = result["frames"]
     result.update(kind=kind, processes=processes, offered_rate=rate, clients=connections,
                   load_processes=load_processes, server_cpu_pct=round(100 * cpu / elapsed),

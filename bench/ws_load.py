@@ -7,7 +7,7 @@ The client speaks just enough RFC 6455 (handshake, unmasked server frames, pong)
 on N connections at a low cost per frame, so that the server, not the client, is measured; it
 samples latency on every 20th connection from the frame itself (the gateway: seq // 1024 is the
 Kafka timestamp in ms; the bare server: `t`, the scheduled send time) and prints one JSON line
-with its own CPU share and the raw samples (bench/ws.py runs several clients and merges them).
+(or writes it to --result) with its own CPU share and the raw samples (bench/ws.py runs several clients and merges them).
 With --wait-go it waits for a line on stdin once connected, so that several clients measure the
 same window. The bare server is the baseline: websockets' broadcast() of one pre-serialized frame
 to every connection at a fixed rate, compression off, nothing else.
@@ -24,6 +24,7 @@ import resource
 import struct
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 SEQ_PER_MS = 1024
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--warmup", type=float, default=2)
     client.add_argument("--subscribe", default="feed")
     client.add_argument("--wait-go", action="store_true")
+    client.add_argument("--result", help="write the JSON result to this file instead of stdout")
     bare = sub.add_parser("bare")
     bare.add_argument("--port", type=int, required=True)
     bare.add_argument("--rate", type=float, default=10)
@@ -212,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
 
         result = uvloop.run(run_client(args.url, args.connections, args.seconds, args.warmup,
                                         args.subscribe or None, args.wait_go))
-        print(json.dumps(result), flush=True)
+        if args.result:  # a large result on a pipe nobody reads yet could block or be cut short
+            Path(args.result).write_text(json.dumps(result))
+        else:
+            print(json.dumps(result), flush=True)
     else:
         asyncio.run(run_bare(args.port, args.rate, args.size, args.expect))
     return 0
