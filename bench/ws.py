@@ -1,18 +1,21 @@
 """WebSocket gateway benchmark: the gateway against a bare websockets broadcast loop, same run.
 
-    .venv/bin/python -m bench.ws [--connections 1000] [--big 10000] [--seconds 10] [--skip-big]
+    .venv/bin/python -m bench.ws [--connections 1000] [--big 10000] [--seconds 10]
+                                 [--phases latency,saturation,big] [--saturating-rate 300]
 
-Every phase runs the server in its own process(es) and the load client (bench/ws_load.py) in
-another, on a fresh local Kafka; frames are about 300 bytes.
-1. Throughput (--connections clients, 30 msg/s offered, from when all are connected): deliveries/s
-   received and deliveries per CPU second of the server (its capacity on one core: the load
-   client shares the machine's two cores, so the servers are compared by CPU per delivery), for
-   the bare loop (baseline), the gateway with one process and with two (SO_REUSEPORT). The
-   gateway's messages are VideoPublished events produced to Kafka at that rate; the same phase
-   gives the latency, Kafka publish (the record timestamp, which seq encodes) to client receive.
-2. At --big clients and 10 msg/s, the bare loop and the gateway: latency (the bare loop's is
-   behind its own schedule), the most connections held and the memory per connection (RSS growth
-   of the server / connections).
+Every phase runs the server in its own process(es) and the load clients (bench/ws_load.py, two
+processes sharing the connections) in others, on a fresh local Kafka; frames are about 300 bytes.
+The gateway's messages are VideoPublished events produced to Kafka at the offered rate; its
+latency is Kafka publish (the record timestamp, which seq encodes) to client receive, next to a
+plain consumer's publish-to-receive on the same topic (the Kafka part of that path); the bare
+loop's is behind its own schedule. Each phase measures from when every client is connected.
+1. latency: --connections clients at 30 msg/s, which both servers deliver in full: latency, and
+   deliveries per CPU second of the server (its capacity on one core).
+2. saturation: --connections clients at --saturating-rate msg/s, more than one server process
+   delivers: deliveries/s received, for the bare loop, the gateway and the gateway with two
+   processes (SO_REUSEPORT).
+3. big: --big clients at 10 msg/s, the bare loop and the gateway: deliveries/s, latency, the most
+   connections held and the memory per connection (RSS growth of the server / connections).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from common.process import free_port
 from common.settings import Settings, load_settings
@@ -42,9 +45,14 @@ from schemas.codec import encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
 
-# Offered load of the throughput phases: what the load client (one process) still absorbs on
-# this machine, so that both servers deliver all of it and are compared by their CPU per delivery.
+# Offered load of the latency phase: what both servers deliver in full on this machine, so that
+# they are compared by latency and by their CPU per delivery.
 THROUGHPUT_RATE = 30.0
+# Offered load of the saturation phase: more than one server process delivers, so that the
+# deliveries/s received are its throughput.
+SATURATING_RATE = 300.0
+# Load client processes (the connections split among them), so that the client is not the limit.
+LOAD_PROCESSES = 2
 
 
 def _rss_kib(pid: int) -> int:
@@ -149,8 +157,47 @@ def _produce(settings: Settings, rate: float, stop: threading.Event) -> None:
     producer.flush(10)
 
 
-def phase(settings: Settings, kind: str, connections: int, rate: float, seconds: float, processes: int = 1
-          ) -> dict[str, Any]:
+def _kafka_latency(settings: Settings, window: threading.Event, stop: threading.Event, out: list[float]) -> None:
+    """The Kafka part of the gateway's path, as a baseline: publish (record timestamp) to a plain
+    consumer's receive, with the gateway consumer's fetch wait, while `window` is set."""
+    topic = TOPIC_BY_SCHEMA["VideoPublished"].name
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"bench-ws-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
+    while not stop.is_set():
+        for msg in consumer.consume(1000, 0.05):
+            if window.is_set() and not msg.error():
+                out.append(time.time() * 1000 - msg.timestamp()[1])
+    consumer.close()
+
+
+def _percentiles(samples: list[float]) -> dict[str, float | None]:
+    lat = sorted(samples)
+
+    def pct(q: float) -> float | None:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
+
+    return {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": len(lat)}
+
+
+def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The load clients' results as one: sums, and percentiles over all their samples."""
+    lat = [x for r in results for x in r.pop("latency_samples_ms")]
+    failures: dict[str, int] = {}
+    for r in results:
+        for reason, count in r["failures"].items():
+            failures[reason] = failures.get(reason, 0) + count
+    return {"connected": sum(r["connected"] for r in results), "held": sum(r["held"] for r in results),
+            "failures": failures, "connect_s": max(r["connect_s"] for r in results),
+            "deliveries_per_s": sum(r["deliveries_per_s"] for r in results),
+            "frames": sum(r["frames"] for r in results),
+            "client_cpu_pct": [r["client_cpu_pct"] for r in results],
+            "latency_ms": _percentiles(lat)}
+
+
+def phase(settings: Settings, kind: str, connections: int, rate: float, seconds: float, processes: int = 1,
+          load_processes: int = LOAD_PROCESSES) -> dict[str, Any]:
     with _server(settings, kind, processes, rate, connections) as (url, pids):
         idle_kib = sum(_rss_kib(p) for p in pids)
         peak = [idle_kib]
@@ -158,40 +205,65 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
         threads = [threading.Thread(target=lambda: [peak.append(sum(_rss_kib(p) for p in pids))
                                                     for _ in iter(lambda: stop.wait(0.5), True)], daemon=True)]
         producer = threading.Thread(target=_produce, args=(settings, rate, stop), daemon=True)
+        window, kafka_lat = threading.Event(), list[float]()
+        if kind == "gateway":
+            threads.append(threading.Thread(target=_kafka_latency, args=(settings, window, stop, kafka_lat),
+                                            daemon=True))
         for thread in threads:
             thread.start()
-        client = subprocess.Popen(
-            [sys.executable, "-m", "bench.ws_load", "client", "--url", url, "--connections", str(connections),
-             "--seconds", str(seconds), "--subscribe", "feed" if kind == "gateway" else ""],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert client.stdout is not None
-        lines, cpu0, t0, cpu = [], 0.0, 0.0, 0.0
-        for line in client.stdout:
-            if line.startswith("connected") and kind == "gateway":
-                producer.start()  # traffic once every client is connected (the bare server waits too)
-                threads.append(producer)
-            elif line.startswith("measure-start"):
-                cpu0, t0 = _cpu_s(pids), time.monotonic()
-            elif line.startswith("measure-end"):
-                cpu = _cpu_s(pids) - cpu0
-                window = time.monotonic() - t0
-            lines.append(line)
-        client.wait(60)
+        shares = [connections // load_processes + (i < connections % load_processes) for i in range(load_processes)]
+        results = [settings.logs_dir / f"bench-ws-client-{i}.json" for i in range(load_processes)]
+        clients = [subprocess.Popen(
+            [sys.executable, "-m", "bench.ws_load", "client", "--url", url, "--connections", str(share),
+             "--seconds", str(seconds), "--subscribe", "feed" if kind == "gateway" else "", "--wait-go",
+             "--result", str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for share, path in zip(shares, results)]
+        for client in clients:  # every client connected: then the traffic and the window start together
+            assert client.stdout is not None
+            for line in client.stdout:
+                if line.startswith("connected"):
+                    break
+        if kind == "gateway":
+            producer.start()  # the bare server waits for all its clients too
+            threads.append(producer)
+        for client in clients:
+            assert client.stdin is not None
+            client.stdin.write("go\n")
+            client.stdin.flush()
+        cpu0, t0, cpu, elapsed = 0.0, 0.0, 0.0, 1.0
+        for i, client in enumerate(clients):
+            assert client.stdout is not None
+            for line in client.stdout:
+                if line.startswith("measure-start") and i == 0:
+                    cpu0, t0 = _cpu_s(pids), time.monotonic()
+                    window.set()
+                elif line.startswith("measure-end") and i == 0:
+                    cpu, elapsed = _cpu_s(pids) - cpu0, time.monotonic() - t0
+                    window.clear()
+            client.wait(60)
         stop.set()
         for thread in threads:
             thread.join(15)
-    if client.returncode != 0:
-        raise RuntimeError(f"load client failed: {client.stderr.read()[-2000:] if client.stderr else ''}")
-    result: dict[str, Any] = json.loads(lines[-1])
+    for client in clients:
+        if client.returncode != 0:
+            raise RuntimeError(f"load client failed: {client.stderr.read()[-2000:] if client.stderr else ''}")
+    result = _merge([json.loads(path.read_text()) for path in results])
     delivered = result["frames"]
     result.update(kind=kind, processes=processes, offered_rate=rate, clients=connections,
-                  server_cpu_pct=round(100 * cpu / window),
+                  load_processes=load_processes, server_cpu_pct=round(100 * cpu / elapsed),
                   # capacity of one core: deliveries per CPU second of the server
                   deliveries_per_cpu_s=round(delivered / cpu) if cpu else None,
                   server_rss_mib=round(max(peak) / 1024, 1),
                   kib_per_connection=round((max(peak) - idle_kib) / max(1, result["held"]), 1))
+    if kind == "gateway":
+        result["kafka_latency_ms"] = _percentiles(kafka_lat)
     print(json.dumps(result), flush=True)
     return result
+
+
+def _pct(part: float | None, whole: float | None) -> float | None:
+    return round(100 * part / whole, 1) if part is not None and whole else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,52 +271,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--big", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--skip-big", action="store_true")
-    parser.add_argument("--big-only", action="store_true")
+    parser.add_argument("--saturating-rate", type=float, default=SATURATING_RATE)
+    parser.add_argument("--phases", default="latency,saturation,big",
+                        help="a comma-separated subset of latency, saturation, big")
     args = parser.parse_args(argv)
+    phases = set(args.phases.split(","))
+    if not phases or phases - {"latency", "saturation", "big"}:
+        parser.error("--phases: a comma-separated subset of latency, saturation, big")
     home = Path(tempfile.mkdtemp(prefix="lustrax-bench-ws-"))
     settings = load_settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                             kafka_controller_port=free_port(), s3_endpoint=f"http://127.0.0.1:{free_port()}")
+                             kafka_controller_port=free_port(), s3_endpoint=f"http://127.0.0.1:{free_port()}",
+                             edge_port=free_port(), socketio_port=free_port())
     stack = LocalStack(settings, with_services=False)
     print(f"starting a local stack under {home} ...", file=sys.stderr)
     stack.start()
+    n, s, big = args.connections, args.seconds, args.big
+    summary: dict[str, Any] = {}
     try:
-        n, s = args.connections, args.seconds
-        summary: dict[str, Any] = {}
-        if args.big_only:
-            return _big(settings, args.big, s, summary)
-        bare = phase(settings, "bare", n, THROUGHPUT_RATE, s)
-        one = phase(settings, "gateway", n, THROUGHPUT_RATE, s)
-        two = phase(settings, "gateway", n, THROUGHPUT_RATE, s, processes=2)
-        summary.update({
-            "bare_deliveries_per_s": bare["deliveries_per_s"], "gateway_deliveries_per_s": one["deliveries_per_s"],
-            "gateway_vs_bare_pct": round(100 * one["deliveries_per_s"] / max(1, bare["deliveries_per_s"]), 1),
-            "bare_deliveries_per_cpu_s": bare["deliveries_per_cpu_s"],
-            "gateway_deliveries_per_cpu_s": one["deliveries_per_cpu_s"],
-            "gateway_vs_bare_per_cpu_pct": round(100 * (one["deliveries_per_cpu_s"] or 0)
-                                                 / max(1, bare["deliveries_per_cpu_s"] or 1), 1),
-            "two_processes_deliveries_per_s": two["deliveries_per_s"],
-            "two_processes_deliveries_per_cpu_s": two["deliveries_per_cpu_s"],
-            f"bare_p99_ms_at_{n}": bare["latency_ms"]["p99"], f"gateway_p99_ms_at_{n}": one["latency_ms"]["p99"],
-            f"two_processes_p99_ms_at_{n}": two["latency_ms"]["p99"]})
-        if args.skip_big:
-            print(json.dumps({"summary": summary}, indent=1))
-            return 0
-        return _big(settings, args.big, s, summary)
+        if "latency" in phases:
+            bare = phase(settings, "bare", n, THROUGHPUT_RATE, s)
+            one = phase(settings, "gateway", n, THROUGHPUT_RATE, s)
+            summary.update({
+                f"bare_p99_ms_at_{n}": bare["latency_ms"]["p99"], f"gateway_p99_ms_at_{n}": one["latency_ms"]["p99"],
+                f"kafka_only_p99_ms_at_{n}": one["kafka_latency_ms"]["p99"],
+                "bare_deliveries_per_cpu_s": bare["deliveries_per_cpu_s"],
+                "gateway_deliveries_per_cpu_s": one["deliveries_per_cpu_s"],
+                "gateway_vs_bare_per_cpu_pct": _pct(one["deliveries_per_cpu_s"], bare["deliveries_per_cpu_s"])})
+        if "saturation" in phases:
+            rate = args.saturating_rate
+            bare = phase(settings, "bare", n, rate, s)
+            one = phase(settings, "gateway", n, rate, s)
+            two = phase(settings, "gateway", n, rate, s, processes=2)
+            summary.update({
+                "saturated_offered_per_s": round(n * rate),
+                "saturated_bare_deliveries_per_s": bare["deliveries_per_s"],
+                "saturated_gateway_deliveries_per_s": one["deliveries_per_s"],
+                "saturated_gateway_vs_bare_pct": _pct(one["deliveries_per_s"], bare["deliveries_per_s"]),
+                "saturated_two_processes_deliveries_per_s": two["deliveries_per_s"],
+                "saturated_two_vs_one_pct": _pct(two["deliveries_per_s"], one["deliveries_per_s"]),
+                "saturated_held": [bare["held"], one["held"], two["held"]]})
+        if "big" in phases:
+            big_bare = phase(settings, "bare", big, 10, s)
+            big_gw = phase(settings, "gateway", big, 10, s)
+            summary.update({
+                f"bare_p99_ms_at_{big}": big_bare["latency_ms"]["p99"],
+                f"gateway_p99_ms_at_{big}": big_gw["latency_ms"]["p99"],
+                f"kafka_only_p99_ms_at_{big}": big_gw["kafka_latency_ms"]["p99"],
+                f"bare_deliveries_per_s_at_{big}": big_bare["deliveries_per_s"],
+                f"gateway_deliveries_per_s_at_{big}": big_gw["deliveries_per_s"],
+                f"gateway_vs_bare_pct_at_{big}": _pct(big_gw["deliveries_per_s"], big_bare["deliveries_per_s"]),
+                "most_connections_held": big_gw["held"], "kib_per_connection": big_gw["kib_per_connection"],
+                "bare_kib_per_connection": big_bare["kib_per_connection"],
+                "big_server_cpu_pct": [big_bare["server_cpu_pct"], big_gw["server_cpu_pct"]]})
     finally:
         stack.stop()
-
-
-def _big(settings: Settings, clients: int, seconds: float, summary: dict[str, Any]) -> int:
-    big_bare = phase(settings, "bare", clients, 10, seconds)
-    big = phase(settings, "gateway", clients, 10, seconds)
-    summary.update({f"bare_p99_ms_at_{clients}": big_bare["latency_ms"]["p99"],
-                    f"gateway_p99_ms_at_{clients}": big["latency_ms"]["p99"],
-                    "bare_big_deliveries_per_cpu_s": big_bare["deliveries_per_cpu_s"],
-                    "gateway_big_deliveries_per_cpu_s": big["deliveries_per_cpu_s"],
-                    "most_connections_held": big["held"], "kib_per_connection": big["kib_per_connection"],
-                    "bare_kib_per_connection": big_bare["kib_per_connection"],
-                    "big_deliveries_per_s": big["deliveries_per_s"], "big_server_cpu_pct": big["server_cpu_pct"]})
     print(json.dumps({"summary": summary}, indent=1))
     return 0
 

@@ -6,9 +6,11 @@
 The client speaks just enough RFC 6455 (handshake, unmasked server frames, pong) to count frames
 on N connections at a low cost per frame, so that the server, not the client, is measured; it
 samples latency on every 20th connection from the frame itself (the gateway: seq // 1024 is the
-Kafka timestamp in ms; the bare server: `t`, the scheduled send time) and prints one JSON line.
-The bare server is the baseline: websockets' broadcast() of one pre-serialized frame to every
-connection at a fixed rate, compression off, nothing else.
+Kafka timestamp in ms; the bare server: `t`, the scheduled send time) and prints one JSON line
+(or writes it to --result) with its own CPU share and the raw samples (bench/ws.py runs several clients and merges them).
+With --wait-go it waits for a line on stdin once connected, so that several clients measure the
+same window. The bare server is the baseline: websockets' broadcast() of one pre-serialized frame
+to every connection at a fixed rate, compression off, nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import resource
 import struct
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 SEQ_PER_MS = 1024
@@ -106,7 +109,8 @@ class LeanClient(asyncio.Protocol):
         del buf[:pos]
 
 
-async def run_client(url: str, connections: int, seconds: float, warmup: float, subscribe: str | None) -> dict:
+async def run_client(url: str, connections: int, seconds: float, warmup: float, subscribe: str | None,
+                     wait_go: bool = False) -> dict:
     raise_nofile()
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
@@ -134,15 +138,17 @@ async def run_client(url: str, connections: int, seconds: float, warmup: float, 
 
     await asyncio.gather(*(open_one(i) for i in range(connections)))
     connect_s = time.monotonic() - started
-    print("connected", flush=True)  # bench/ws.py starts the traffic now
+    print("connected", flush=True)  # bench/ws.py starts the traffic once every client is here
+    if wait_go:
+        await loop.run_in_executor(None, sys.stdin.readline)
     await asyncio.sleep(warmup)
     print("measure-start", flush=True)  # bench/ws.py samples the server's CPU time here
     stats.measuring = True
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     await asyncio.sleep(seconds)
     stats.measuring = False
     print("measure-end", flush=True)
-    elapsed = time.monotonic() - t0
+    elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     held = len(opened) - stats.closed
     lat = sorted(stats.latencies)
 
@@ -154,7 +160,9 @@ async def run_client(url: str, connections: int, seconds: float, warmup: float, 
         proto.transport.close()
     return {"connected": len(opened), "held": held, "failures": failures, "connect_s": round(connect_s, 2),
             "deliveries_per_s": round(stats.frames / elapsed), "frames": stats.frames,
-            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": len(lat)}}
+            "client_cpu_pct": round(100 * cpu / elapsed),
+            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0), "samples": len(lat)},
+            "latency_samples_ms": [round(x, 1) for x in lat]}
 
 
 async def run_bare(port: int, rate: float, size: int, expect: int) -> None:
@@ -178,9 +186,8 @@ async def run_bare(port: int, rate: float, size: int, expect: int) -> None:
         due = time.time()
         while True:
             due += interval
-            delay = due - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Yield to the loop every tick, also when behind schedule: it must read and flush too.
+            await asyncio.sleep(max(0.0, due - time.time()))
             message = json.dumps({"t": due * 1000, "pad": pad})
             broadcast(server.connections, message)
 
@@ -194,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--seconds", type=float, default=10)
     client.add_argument("--warmup", type=float, default=2)
     client.add_argument("--subscribe", default="feed")
+    client.add_argument("--wait-go", action="store_true")
+    client.add_argument("--result", help="write the JSON result to this file instead of stdout")
     bare = sub.add_parser("bare")
     bare.add_argument("--port", type=int, required=True)
     bare.add_argument("--rate", type=float, default=10)
@@ -204,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop  # the client must cost less per frame than the server it measures
 
         result = uvloop.run(run_client(args.url, args.connections, args.seconds, args.warmup,
-                                        args.subscribe or None))
-        print(json.dumps(result), flush=True)
+                                        args.subscribe or None, args.wait_go))
+        if args.result:  # a large result on a pipe nobody reads yet could block or be cut short
+            Path(args.result).write_text(json.dumps(result))
+        else:
+            print(json.dumps(result), flush=True)
     else:
         asyncio.run(run_bare(args.port, args.rate, args.size, args.expect))
     return 0

@@ -35,7 +35,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from common.errors import ApiError
 from common.tokens import Principal
 from gateways.socketio.packets import event_packet, feed_subscription, parse_handshake, reply_packet, subscribe_message
-from gateways.ws.protocol import Core, Outcome, ProtocolError, Publication, Session, error_frame
+from gateways.ws.protocol import Core, Outcome, ProtocolError, Session, error_frame
 
 if TYPE_CHECKING:
     from gateways.ws.server import Gateway
@@ -228,14 +228,17 @@ class SocketIOTransport:
         return True
 
     # -- Kafka -> clients (called by the gateway for every publication) -------------------------
-    def deliver(self, pub: Publication, data: bytes) -> None:
-        live, joined = self.core.hub.recipients(pub.channel, self.core.history.last_seq(pub.channel))
+    def deliver(self, channel: str, frames: list[bytes]) -> None:
+        """A channel's frames of one batch, in seq order. Every subscriber of this transport came
+        level before the batch was published (all on this loop), so each gets all of them."""
+        live, joined = self.core.hub.recipients(channel, self.core.history.last_seq(channel))
         if not live and not joined:
             return
-        packet = eio_packet.Packet(eio_packet.MESSAGE, event_packet(data))  # once for every recipient
+        packets = [eio_packet.Packet(eio_packet.MESSAGE, event_packet(data)) for data in frames]  # once for all
         sent = 0
         for eio_sid in (*live, *joined):
-            sent += self._push(eio_sid, packet)
+            for packet in packets:
+                sent += self._push(eio_sid, packet)
         self.metrics.frames_sent.inc(sent)
 
     async def _sweep(self) -> None:

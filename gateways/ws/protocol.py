@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -505,6 +505,17 @@ class Limits:
 
 
 @dataclass
+class Delivery(Generic[C]):
+    """One channel's frames of a batch, in seq order, to be written to each recipient in one piece."""
+
+    channel: str
+    frames: list[bytes]
+    live: set[C]  # subscribers that get every frame (may be the hub's own set: iterate, do not keep)
+    joined: dict[C, int] = field(default_factory=dict)  # came level at frames[i]: they get frames[i:]
+    ts_ms: list[int] = field(default_factory=list)  # each frame's event time (the delivery-lag metric)
+
+
+@dataclass
 class Outcome:
     """What handling one client message produced: frames for that client, stats for the metrics."""
 
@@ -588,4 +599,25 @@ class Core(Generic[C]):
         seq, data = self.history.append(pub, ts_ms, now)
         live, joined = self.hub.recipients(pub.channel, seq)
         return data, live, joined
+
+    def publish_batch(self, items: Iterable[tuple[Publication, int]], now: float) -> list[Delivery[C]]:
+        """publish() each (publication, event time ms) in order, grouped by channel: a recipient then
+        gets all of a channel's frames of the batch in one write, and a batch that piled up while
+        the loop was busy costs one write per connection, not one per frame."""
+        by_channel: dict[str, Delivery[C]] = {}
+        for pub, ts_ms in items:
+            data, _, joined = self.publish(pub, ts_ms, now)
+            delivery = by_channel.get(pub.channel)
+            if delivery is None:
+                delivery = by_channel[pub.channel] = Delivery(pub.channel, [], set())
+            for conn in joined:
+                delivery.joined[conn] = len(delivery.frames)
+            delivery.frames.append(data)
+            delivery.ts_ms.append(ts_ms)
+        for delivery in by_channel.values():
+            # Nobody subscribes or leaves within a batch: the live set now is the one of its first
+            # frame plus those who joined on the way.
+            live = self.hub.live.get(delivery.channel, set())
+            delivery.live = live - delivery.joined.keys() if delivery.joined else live
+        return list(by_channel.values())
 

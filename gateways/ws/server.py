@@ -2,9 +2,10 @@
 
 `ws://HOST:PORT/v1/ws`; on the same port `GET /healthz` (200 once the history is rebuilt from the
 topics) and `GET /metrics` (Prometheus text), answered by the `process_request` hook before any
-upgrade. Each frame is serialized once and written with `broadcast()`, which never waits for a
-client: a sweep every `SWEEP_INTERVAL_S` closes, with 3008 "slow", every connection whose write
-buffer holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES. Compression is off (a broadcast frame would
+upgrade. Each frame is serialized and framed once and written to each recipient's transport
+(what `broadcast()` does, minus framing it again per connection), which never waits for a client:
+a connection whose write buffer then holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES is closed
+with 3008 "slow". Compression is off (a broadcast frame would
 be compressed once per connection, and each deflate context costs ~64 KiB of memory).
 Several processes may share the port (SO_REUSEPORT): LUSTRAX_WS_PROCESSES. `transports` are further
 transports fed by the same Core: the first process serves Socket.IO (gateways/socketio).
@@ -33,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -41,7 +43,7 @@ from common.process import die_with_parent
 from common.settings import Settings, load_settings
 from common.tokens import Principal, TokenVerifier
 from gateways.ws.fanout import Fanout
-from gateways.ws.protocol import Core, History, Limits, Positioned, Publication, Session, SEQ_PER_MS
+from gateways.ws.protocol import Core, History, Limits, Positioned, Session, SEQ_PER_MS
 
 log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
@@ -108,11 +110,35 @@ def _json_response(connection: ServerConnection, status: int, code: str, message
 
 class Transport(Protocol):
     """A second transport fed by this process's Core (gateways/socketio): started once the history is
-    rebuilt, told of every publication after the WebSocket clients, stopped before the consumer."""
+    rebuilt, given each channel's frames of a batch (seq order) after the WebSocket clients, stopped
+    before the consumer."""
 
     async def start(self) -> None: ...
-    def deliver(self, pub: Publication, data: bytes) -> None: ...
+    def deliver(self, channel: str, frames: list[bytes]) -> None: ...
     async def stop(self) -> None: ...
+
+
+def text_frame(data: bytes) -> bytes:
+    """A server's text frame on the wire (unmasked, no extension: compression is off), so that a
+    frame is framed once for all its recipients instead of once per connection by broadcast()."""
+    return Frame(Opcode.TEXT, data).serialize(mask=False)
+
+
+def write_all(connections: Iterable[ServerConnection], wire: bytes, bound: int
+              ) -> tuple[int, list[ServerConnection]]:
+    """broadcast() for frames already on the wire: the same checks (open, no fragmented message in
+    progress), then the transport's write, which never waits. Returns how many were written and
+    those whose write buffer now holds more than `bound` bytes (only a write makes it grow)."""
+    written, over = 0, list[ServerConnection]()
+    for connection in connections:
+        transport = connection.transport
+        if (connection.protocol.state is State.OPEN and connection.send_in_progress is None
+                and not transport.is_closing()):
+            transport.write(wire)
+            written += 1
+            if transport.get_write_buffer_size() > bound:
+                over.append(connection)
+    return written, over
 
 
 class Gateway:
@@ -136,6 +162,9 @@ class Gateway:
         self.history_frames = 0
         self._sweeper: asyncio.Task[None] | None = None
         self.transports: list[Transport] = []
+        self._inbox: list[Positioned] = []  # batches from the consumer thread, not yet delivered
+        self._inbox_lock = threading.Lock()
+        self._drain_pending = False
 
     @property
     def ready(self) -> bool:
@@ -239,41 +268,60 @@ class Gateway:
 
     # -- Kafka -> clients -----------------------------------------------------------------------
     def _from_consumer(self, batch: list[Positioned]) -> None:
+        """In the consumer thread: queue the batch; one drain callback is pending at most, so that
+        what piles up while the loop is busy is delivered together (one write per connection)."""
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._deliver, batch)
+        with self._inbox_lock:
+            self._inbox.extend(batch)
+            if self._drain_pending:
+                return
+            self._drain_pending = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            batch, self._inbox, self._drain_pending = self._inbox, [], False
+        self._deliver(batch)
 
     def _deliver(self, batch: list[Positioned]) -> None:
         now = time.time()
-        for item in batch:
-            schema, record = item.payload
-            for pub in self.core.observe(schema, record):
-                data, live, joined = self.core.publish(pub, item.ts_ms, now)
-                if live:
-                    broadcast(live, data, text=True)
-                if joined:
-                    broadcast(joined, data, text=True)
-                if live or joined:
-                    self.metrics.frames_sent.inc(len(live) + len(joined))
-                    self.metrics.delivery_lag.observe(max(0.0, now - item.ts_ms / 1000))
-                for transport in self.transports:
-                    transport.deliver(pub, data)
+        pubs = [(pub, item.ts_ms) for item in batch for pub in self.core.observe(*item.payload)]
+        bound = self.settings.ws_client_buffer_bytes
+        sent, slow = 0, list[ServerConnection]()
+        for delivery in self.core.publish_batch(pubs, now):
+            wires = [text_frame(data) for data in delivery.frames]
+            count = len(wires)
+            written, over = write_all(delivery.live, wires[0] if count == 1 else b"".join(wires), bound)
+            sent, slow = sent + written * count, slow + over
+            for conn, start in delivery.joined.items():
+                written, over = write_all((conn,), b"".join(wires[start:]), bound)
+                sent, slow = sent + written * (count - start), slow + over
+            for transport in self.transports:
+                transport.deliver(delivery.channel, delivery.frames)
+            if delivery.live or delivery.joined:
+                for ts_ms in delivery.ts_ms:
+                    self.metrics.delivery_lag.observe(max(0.0, now - ts_ms / 1000))
+        if sent:
+            self.metrics.frames_sent.inc(sent)
+        for connection in dict.fromkeys(slow):  # after the writes: closing changes the hub's sets
+            self._close_slow(connection)
+
+    def _close_slow(self, connection: ServerConnection) -> None:
+        """Close with 3008 "slow" and leave every channel at once, so it costs nothing afterwards."""
+        self.core.disconnect(connection)
+        self.metrics.slow_closes.inc()
+        task = asyncio.create_task(connection.close(SLOW_CLOSE_CODE, SLOW_CLOSE_REASON))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _sweep(self) -> None:
-        bound = self.settings.ws_client_buffer_bytes
+        """Presence every SWEEP_INTERVAL_S (rate-limited in Presence), history expiry now and then."""
         rounds = 0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             rounds += 1
             if rounds % EXPIRE_EVERY_ROUNDS == 0:
                 self.history_frames = self.core.history.expire(time.time())
-            for connection in list(self.sessions):
-                transport = connection.transport
-                if connection.state is State.OPEN and transport.get_write_buffer_size() > bound:
-                    self.core.disconnect(connection)
-                    self.metrics.slow_closes.inc()
-                    task = asyncio.create_task(connection.close(SLOW_CLOSE_CODE, SLOW_CLOSE_REASON))
-                    self._closing.add(task)
-                    task.add_done_callback(self._closing.discard)
             for channel, data in self.core.presence.due(self.core.hub.count, time.monotonic()):
                 broadcast(self.core.hub.members(channel), data, text=True)
 

@@ -261,6 +261,31 @@ def test_a_client_ahead_joins_the_live_set_after_the_frames_it_has_seen() -> Non
     assert core.publish(_pub(), T0 + 12, NOW)[1:] == ({"c"}, [])
 
 
+
+def test_a_batch_groups_each_channels_frames_in_order_for_one_write_per_recipient() -> None:
+    core = _core()
+    core.history.horizon = 0
+    core.handle(Session("feed", ALICE), b'{"op":"subscribe","channels":["feed"]}', NOW)
+    core.handle(Session("both", BOB), b'{"op":"subscribe","channels":["feed","video:v1"]}', NOW)
+    ahead = (T0 + 1) * SEQ_PER_MS  # has seen the feed up to the second frame of the batch
+    core.handle(Session("ahead", ALICE), orjson.dumps({"op": "subscribe", "channels": [FEED],
+                                                       "since": {FEED: ahead}}), NOW)
+    like = Publication("video:v1", "like_update", {"n": 9})
+    out = core.publish_batch([(_pub(n=0), T0), (like, T0), (_pub(n=1), T0 + 1), (_pub(n=2), T0 + 2),
+                              (_pub(n=3), T0 + 3)], NOW)
+    feed, video = out
+    assert (feed.channel, video.channel) == (FEED, "video:v1")
+    assert [_frames([f])[0]["data"]["video_id"] for f in feed.frames] == ["v0", "v1", "v2", "v3"]
+    assert [_frames([f])[0]["seq"] for f in feed.frames] == [(T0 + n) * SEQ_PER_MS for n in range(4)]
+    assert feed.ts_ms == [T0, T0 + 1, T0 + 2, T0 + 3]
+    # "ahead" gets only the frames after its seq, and is live for the next batch
+    assert feed.live == {"feed", "both"} and feed.joined == {"ahead": 2}
+    assert video.frames == [core.history.frames_of("video:v1", NOW)[0]] and video.live == {"both"}
+    assert core.publish_batch([(_pub(n=4), T0 + 4)], NOW)[0].live == {"feed", "both", "ahead"}
+    # a channel nobody follows is still sequenced and kept for recovery
+    alone = core.publish_batch([(Publication("video:v2", "like_update", {}), T0)], NOW)[0]
+    assert alone.live == set() and not alone.joined and core.history.last_seq("video:v2") == T0 * SEQ_PER_MS
+
 def test_channel_limit_forbidden_and_unauthenticated_channels_answer_error_frames() -> None:
     core = _core(max_channels=3)
     session = Session("c", BOB)
