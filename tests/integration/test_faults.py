@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import m3u8
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -56,7 +57,7 @@ from processors.sink.sink import CONSUMER as SINK_CONSUMER
 from processors.sink.sink import GROUP_ID as SINK_GROUP
 from producers.client import AsyncIngestClient, IngestClientError
 from producers.simulate import TrafficModel
-from schemas.codec import encode
+from schemas.codec import decode, encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
 from tests.helpers import running_service
@@ -88,11 +89,6 @@ class Supervised:
         state = read_state(self.settings)
         assert state is not None, "the supervisor's state file is gone"
         return int(state["components"][component]["pid"])
-
-    def restarts(self, component: str) -> int:
-        state = read_state(self.settings)
-        assert state is not None
-        return int(state["components"][component]["restarts"])
 
     def wait_back(self, component: str, old_pid: int, port: int, timeout_s: float = 60) -> float:
         """Until the supervisor runs `component` again (a new pid that answers /healthz)."""
@@ -267,8 +263,6 @@ def _rss_kib(pid: int) -> int:
 
 def records_now(settings: Settings, schema: str, video_id: str) -> list[tuple[dict[str, Any], int]]:
     """Every record of `video_id` on the schema's topic so far, with its broker timestamp (ms)."""
-    from schemas.codec import decode
-
     topic = TOPIC_BY_SCHEMA[schema].name
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
@@ -667,8 +661,6 @@ class PublicLadderWatch:
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
-        import m3u8
-
         while not self.stop.is_set():
             keys = {o["Key"] for o in self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix).get("Contents", [])}
             if self.prefix + MASTER_PLAYLIST in keys:
