@@ -260,15 +260,15 @@ def soak(env: dict[str, str], settings: Settings, rate: float, seconds: float, w
     windows: list[dict[str, Any]] = []
     with Probes(settings, uuid.uuid4().hex[:8]) as probes:
         began = time.monotonic()
-        while simulate.poll() is None:
-            time.sleep(min(window_s, max(1.0, seconds - (time.monotonic() - began))))
+        while simulate.poll() is None and (left := seconds - (time.monotonic() - began)) > 1.0:
+            time.sleep(min(window_s, left))
             done = dict(probes.acked)
             probes.acked.clear()
             rss = {name: round(ProcessSampler.rss_mib(pid)) for name, pid in sampler.pids.items()}
             windows.append({"at_s": round(time.monotonic() - began), "probes": done, "rss": rss})
     out, _ = simulate.communicate()
     processes = sampler.finish()
-    time.sleep(10)  # the last window's probes land
+    time.sleep(10)  # the last window's probes land; a probe still unseen counts until this moment
     for window in windows:
         store, heat, unseen = lags(settings, window["probes"], wait_s=0.0)
         rss = ", ".join(f"{name} {mib}" for name, mib in sorted(window["rss"].items()))
