@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from infra.kafka.producer import OutgoingMessage, produce_acknowledged
 from processors.sink.dedup import batch_event_ids, drop_seen, stored_event_ids
@@ -40,6 +40,10 @@ GROUP_ID = "lustrax-clickhouse-sink"
 CONSUMER = "clickhouse-sink"
 DEAD_LETTER_COLUMNS = ("consumer", "topic", "partition", "offset", "key", "payload", "reason")
 MAX_BACKOFF_S = 30.0
+# Commit errors that pass once the coordinator is back (librdkafka does not mark all of them retriable).
+COMMIT_RETRIED = frozenset({KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                            KafkaError.NOT_COORDINATOR, KafkaError.REQUEST_TIMED_OUT, KafkaError.NETWORK_EXCEPTION,
+                            KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._WAIT_COORD})
 
 
 @dataclass
@@ -66,6 +70,11 @@ class Batch:
 
     def commit_offsets(self) -> list[TopicPartition]:
         return [TopicPartition(t, p, hi + 1) for (t, p), (_, hi) in self.ranges.items()]
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    # librdkafka reports a fenced static member as a plain commit error, then as _FATAL on consume.
+    return bool(error.fatal()) or error.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID)
 
 
 def sink_topics() -> list[str]:
@@ -124,6 +133,8 @@ class ClickHouseSink:
 
     def _add(self, msg: Message) -> None:
         if msg.error():
+            if _is_fatal(msg.error()):  # e.g. fenced after a lost session: this consumer can do nothing more
+                raise KafkaException(msg.error())  # exit: the supervisor starts a fresh one
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", msg.error())
             return
@@ -164,10 +175,33 @@ class ClickHouseSink:
                 while time.monotonic() < deadline:
                     self.consumer.poll(0.1)  # keeps the group membership; partitions are paused
                 delay = min(MAX_BACKOFF_S, delay * 2)
-        self.consumer.commit(offsets=self.batch.commit_offsets(), asynchronous=False)
+        self._commit(self.batch.commit_offsets())
         if paused:
             self.consumer.resume(self.consumer.assignment())
         self.batch = Batch()
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit after the insert. A retriable failure (the group coordinator moving or loading, as
+        after a broker restart) is retried with backoff; a fatal one (this static member fenced) ends
+        the process, for the supervisor to start a fresh consumer; any other (the partitions went to
+        another member) leaves them uncommitted: whoever reads them next stores them again, and the
+        dedup drops what is already stored."""
+        delay = 0.2
+        while True:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if error is not None and _is_fatal(error):
+                    raise
+                if error is None or not (error.retriable() or error.code() in COMMIT_RETRIED) \
+                        or self.stopping.is_set():
+                    log.warning("offset commit failed (%s); the batch will be read again", exc)
+                    return
+                log.warning("offset commit failed (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)  # no poll: it would hand over messages past the batch (heartbeats go on)
+                delay = min(MAX_BACKOFF_S, delay * 2)
 
     def _park(self) -> None:
         if self.batch.parked:
