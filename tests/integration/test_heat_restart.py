@@ -1,8 +1,10 @@
-"""The heat worker's state survives a restart (RocksDB tables, changelogs in Kafka) and a crash
-between checkpoints (uncommitted events are replayed)."""
+"""The heat worker's state survives a restart (RocksDB tables, changelogs in Kafka), a crash
+between checkpoints (uncommitted events are replayed), and a crash between a checkpoint and the
+next score (the video is still scored)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -16,7 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from common.process import free_port
 from common.settings import Settings
 from schemas.codec import encode
-from schemas.topics import TOPIC_BY_SCHEMA
+from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
 from tests.helpers import heat_worker_counts, running_service
 
 pytestmark = pytest.mark.integration
@@ -68,6 +70,24 @@ def _wait_committed(settings: Settings) -> None:
     assert _uncommitted(settings) == 0
 
 
+def _checkpointed_viewers(settings: Settings, video_id: str, timeout_s: float = 30) -> int:
+    """Viewers of `video_id` whose entry is on the heat table's changelog (written by a checkpoint)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"probe-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([f"lustrax-heat-{HEAT_TABLES[0]}-changelog"])
+    prefix = json.dumps(f"p\x00{video_id}\x00").encode()[:-1]  # the JSON key without its closing quote
+    viewers: set[bytes] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(viewers) < 3:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error() and msg.key().startswith(prefix):
+                viewers.add(msg.key())
+    finally:
+        consumer.close()
+    return len(viewers)
+
+
 def _events_taken(settings: Settings) -> float:
     counts = heat_worker_counts(settings)
     return counts["applied"] + counts["duplicate_or_late"] + counts["dead_letter"]
@@ -90,21 +110,36 @@ def test_state_survives_a_worker_restart(stack: Settings, sink: Any) -> None:
         _wait_committed(settings)  # leave nothing for the next test's worker to replay
 
 
-def test_a_crash_between_checkpoints_loses_nothing(stack: Settings, sink: Any) -> None:
-    settings = stack.model_copy(update={"heat_web_port": free_port(), "heat_emit_interval_s": 1.0,
-                                        "heat_checkpoint_interval_s": 60.0})
-    video_id, now = f"crash-{uuid.uuid4().hex[:8]}", datetime.now(UTC)
+def _kill(worker: Any) -> None:
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.popen.wait(timeout=10)
+
+
+def test_a_crash_at_either_point_loses_nothing(stack: Settings, sink: Any) -> None:
+    """Killed between a checkpoint and the next score, then between a score and the next
+    checkpoint: three worker processes in a row, each started as the previous one was killed."""
+    settings = stack.model_copy(update={"heat_web_port": free_port(), "heat_emit_interval_s": 300.0,
+                                        "heat_checkpoint_interval_s": 0.5})
+    unscored, unwritten, now = f"unscored-{uuid.uuid4().hex[:8]}", f"crash-{uuid.uuid4().hex[:8]}", datetime.now(UTC)
     with running_service(settings, "heat", settings.heat_web_port) as worker:
-        _send(settings, [_view(video_id, f"u{i}", now - timedelta(seconds=30 - i)) for i in range(3)])
-        assert _wait_for_viewers(sink, video_id, 3) == (3, 3)  # scored from memory, not yet written
-        assert _uncommitted(settings) >= 3
-        os.killpg(worker.process.pid, signal.SIGKILL)
-        worker.process.popen.wait(timeout=10)
-    # The three views were never committed: the new process takes them again, then the fourth. It
-    # joins once the group has given up on the killed member (the session timeout, up to 60 s).
+        _send(settings, [_view(unscored, f"u{i}", now - timedelta(seconds=30 - i)) for i in range(3)])
+        assert _checkpointed_viewers(settings, unscored) == 3  # written; the score is minutes away
+        assert _uncommitted(settings) >= 3  # so the events are not acknowledged yet
+        _kill(worker)
+    # The next worker takes the three views again: they change nothing, but the video is scored
+    # (nothing is resent). It then scores from memory what it has not written yet.
+    settings = settings.model_copy(update={"heat_emit_interval_s": 1.0, "heat_checkpoint_interval_s": 60.0})
+    with running_service(settings, "heat", settings.heat_web_port) as worker:
+        assert _wait_for_viewers(sink, unscored, 3, timeout_s=150) == (3, 3)
+        assert heat_worker_counts(settings)["duplicate_or_late"] >= 3
+        _send(settings, [_view(unwritten, f"u{i}", now - timedelta(seconds=30 - i)) for i in range(3)])
+        assert _wait_for_viewers(sink, unwritten, 3) == (3, 3)  # scored from memory, not yet written
+        assert _uncommitted(settings) >= 6
+        _kill(worker)
+    # The six views were never committed: the third process takes them again, then a fourth viewer.
     settings = settings.model_copy(update={"heat_checkpoint_interval_s": 0.5})
     with running_service(settings, "heat", settings.heat_web_port):
-        _send(settings, [_view(video_id, "u3", now)])
-        assert _wait_for_viewers(sink, video_id, 4, timeout_s=150) == (4, 4)
-        assert _events_taken(settings) >= 4
+        _send(settings, [_view(unwritten, "u3", now)])
+        assert _wait_for_viewers(sink, unwritten, 4, timeout_s=150) == (4, 4)
+        assert _events_taken(settings) >= 7
         _wait_committed(settings)  # leave nothing for the next test's worker to replay
