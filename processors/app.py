@@ -30,8 +30,12 @@ from schemas.topics import DEAD_LETTER_TOPIC
 log = logging.getLogger(__name__)
 
 
-def faust_app(name: str, settings: Settings, web_port: int, **config: Any) -> faust.App:
+def faust_app(name: str, settings: Settings, web_port: int, *, instance: str | None = None,
+              **config: Any) -> faust.App:
+    """`instance` gives each of several workers of one app its own data directory (RocksDB)."""
     datadir = settings.data_dir / "faust" / name
+    if instance is not None:
+        datadir = datadir / instance
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"lustrax-{name}",

@@ -18,12 +18,13 @@ from typing import Any
 
 import faust
 import mode.loop
+import orjson
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from common.settings import Settings
 from processors.app import expose_metrics, faust_app, handle_events, raw_topic, send_event, send_events
-from processors.faust_internals import table_writes_for
+from processors.faust_internals import read_table, write_table
 from processors.heat_score.like_rule import LikeBroadcastRule
 from processors.heat_score.processor import HeatProcessor, LikeUpdateDue, Limits, ScoreDue
 from schemas.envelope import new_record
@@ -60,7 +61,9 @@ def like_update_record(update: LikeUpdateDue) -> dict[str, Any]:
 def create_heat_app(settings: Settings) -> faust.App:
     partitions = TOPIC_BY_SCHEMA["VideoView"].partitions
     app = faust_app(
-        "heat", settings, settings.heat_web_port, store="rocksdb://", topic_partitions=partitions,
+        # One data directory per worker (they share the group, not their RocksDB): by its web port.
+        "heat", settings, settings.heat_web_port, instance=str(settings.heat_web_port), store="rocksdb://",
+        topic_partitions=partitions,
         # Checkpoints send many small changelog records at once: batch them.
         producer_linger=0.005, producer_max_batch_size=1024 * 1024, producer_compression_type="lz4",
         # Events stay unacked until a checkpoint and a score cover them: a stopping worker would
@@ -80,10 +83,16 @@ def create_heat_app(settings: Settings) -> faust.App:
     heat_scores = raw_topic(app, TOPIC_BY_SCHEMA["HeatScoreUpdated"].name)
     like_updates = raw_topic(app, TOPIC_BY_SCHEMA["LikeUpdate"].name)
     [table_name] = HEAT_TABLES
+    # Keys and values are JSON (what Faust's recovery decodes), encoded here and written in bulk.
     state = app.Table(table_name, partitions=partitions,
                       schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"))
+
+    def read(key: str) -> Any:
+        value = read_table(state, orjson.dumps(key))
+        return None if value is None else orjson.loads(value)
+
     processor = HeatProcessor(
-        state.get, half_life_s=settings.heat_half_life_s,
+        read, half_life_s=settings.heat_half_life_s,
         like_rule=LikeBroadcastRule(settings.like_update_min_interval_s, settings.like_update_min_change),
         limits=Limits(checkpoint_interval_s=settings.heat_checkpoint_interval_s))
     streams: list[faust.StreamT] = []  # the agent's manual-ack stream
@@ -101,8 +110,8 @@ def create_heat_app(settings: Settings) -> faust.App:
     expose_metrics(app, metrics)
 
     @app.on_partitions_revoked.connect
-    async def forget_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        processor.revoke({tp.partition for tp in revoked})
+    async def forget_memory(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        processor.revoke()
 
     async def ack_done() -> None:
         if streams:
@@ -139,17 +148,17 @@ def create_heat_app(settings: Settings) -> faust.App:
             return
         async with checkpointing:
             done = processor.checkpoint(time.monotonic())
-            for token, writes in done.writes.values():
+            for partition, writes in done.writes.items():
+                if not processor.is_current(done):
+                    return  # a rebalance: these partitions may be another worker's now
+                rows = []
                 for n, (key, value) in enumerate(writes):
                     if n and n % WRITES_PER_TURN == 0:
-                        await asyncio.sleep(0)  # a long burst of writes would stall the stream
-                    # A table write goes to the partition of the current event: one of the key's.
-                    with table_writes_for(token):
-                        if value is None:
-                            del state[key]
-                        else:
-                            state[key] = value
-            processor.checkpoint_written(done)
+                        await asyncio.sleep(0)  # serializing a long checkpoint would stall the stream
+                    rows.append((orjson.dumps(key), None if value is None else orjson.dumps(value)))
+                await write_table(state, partition, rows)
+            if processor.is_current(done):
+                processor.checkpoint_written(done)
         await ack_done()
 
     @app.timer(interval=settings.heat_emit_interval_s)

@@ -79,11 +79,11 @@ class Limits:
 
 @dataclass
 class Checkpoint:
-    """Writes per partition: (an event token of that partition, [(key, value or None to delete)]).
-    The token is what the agent makes current so that Faust writes to that partition."""
+    """Writes per partition: [(key, value or None to delete)], in the partition of the key's video."""
 
     seq: int
-    writes: dict[int, tuple[Any, list[tuple[str, Any]]]] = field(default_factory=dict)
+    generation: int
+    writes: dict[int, list[tuple[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -243,11 +243,11 @@ class HeatProcessor:
         self._due: dict[str, int] = {}  # videos to score -> partition
         self._seq = 0
         self._pending: OrderedDict[int, tuple[int, Any]] = OrderedDict()  # seq -> (partition, token)
-        self._latest_token: dict[int, Any] = {}
         self._written = self._scored = 0
         self._last_checkpoint_s: float | None = None
         self._like_counts: dict[str, int] = {}  # videos whose count may need a broadcast
         self._broadcast: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._generation = 0  # rebalances so far
 
     # Events ---------------------------------------------------------------------------------------
 
@@ -292,7 +292,6 @@ class HeatProcessor:
         """An event taken from `partition` (applied or not, dead-lettered too): acked in order."""
         self._seq += 1
         self._pending[self._seq] = (partition, token)
-        self._latest_token[partition] = token
 
     def _view(self, video: _Video, pair: dict[str, Any], session_id: str, at_ms: int) -> bool:
         session = pair["s"].get(session_id)
@@ -475,22 +474,22 @@ class HeatProcessor:
                 if key not in dirty:
                     del cache[key]
 
-    def revoke(self, partitions: Iterable[int]) -> None:
-        """The partitions moved away: forget their memory and their unacked events (the new owner
-        replays those from the committed offsets and reads the checkpointed state)."""
-        gone = set(partitions)
-        for video_id in [v for v, video in self._videos.items() if video.partition in gone]:
-            del self._videos[video_id]
-            self._dirty_videos.discard(video_id)
-        for key in [k for k, pair in self._pairs.items() if pair.partition in gone]:
-            del self._pairs[key]
-            self._dirty_pairs.discard(key)
-        for video_id in [v for v, partition in self._due.items() if partition in gone]:
-            del self._due[video_id]
-        for seq in [s for s, (partition, _) in self._pending.items() if partition in gone]:
-            del self._pending[seq]
-        for partition in gone:
-            self._latest_token.pop(partition, None)
+    def revoke(self) -> None:
+        """A rebalance: forget all memory and every unacked event. Faust then seeks each partition
+        it is given to its committed offset, so those events come again (here or at the new owner)
+        onto the checkpointed state. Everything, not only the partitions that leave: a checkpoint
+        in flight stops (`is_current`), and whatever it had not written is replayed too."""
+        self._videos.clear()
+        self._pairs.clear()
+        self._dirty_videos.clear()
+        self._dirty_pairs.clear()
+        self._due.clear()
+        self._pending.clear()
+        self._generation += 1
+
+    def is_current(self, checkpoint: Checkpoint) -> bool:
+        """False once a rebalance came after `checkpoint` was made: stop writing it."""
+        return checkpoint.generation == self._generation
 
     # Checkpoints, scores, like updates, acks --------------------------------------------------------
 
@@ -507,12 +506,10 @@ class HeatProcessor:
     def checkpoint(self, now_s: float) -> Checkpoint:
         """What the store must receive for every change so far; call `checkpoint_written` once the
         writes are made."""
-        checkpoint = Checkpoint(self._seq)
+        checkpoint = Checkpoint(self._seq, self._generation)
 
         def write(partition: int, key: str, value: Any) -> None:
-            if partition not in checkpoint.writes:
-                checkpoint.writes[partition] = (self._latest_token[partition], [])
-            checkpoint.writes[partition][1].append((key, value))
+            checkpoint.writes.setdefault(partition, []).append((key, value))
 
         for video_id in self._dirty_videos:
             video = self._videos[video_id]
@@ -540,7 +537,8 @@ class HeatProcessor:
         return checkpoint
 
     def checkpoint_written(self, checkpoint: Checkpoint) -> None:
-        self._written = max(self._written, checkpoint.seq)
+        if self.is_current(checkpoint):
+            self._written = max(self._written, checkpoint.seq)
 
     def scores_due(self, now_ms: int) -> ScoreBatch:
         """Scores of every video that took an event since the last batch, for each window
