@@ -541,17 +541,20 @@ class HeatProcessor:
             self._written = max(self._written, checkpoint.seq)
 
     def scores_due(self, now_ms: int) -> ScoreBatch:
-        """Scores of every video that took an event since the last batch, for each window
-        [E - W, E), E the next minute boundary after `now_ms`; call `scores_sent` once they are out."""
+        """Scores of every video that took an event since the last batch, for each window; call
+        `scores_sent` once they are out. A window is the minute buckets [E - W, E), E the next
+        minute boundary after `now_ms`: everything up to `now_ms`. Its `window_end_ms` is `now_ms`
+        (each batch's rows are newer than the last: the latest-row table keeps the newest by it),
+        and the age the score decays with is taken there."""
         end = now_ms // MINUTE_MS + 1
         scores = []
         for video_id, partition in self._due.items():
             video = self._video(video_id, partition)
-            age_s = max(0.0, (end * MINUTE_MS - (video.first if video.first is not None else now_ms)) / 1000)
+            age_s = max(0.0, (now_ms - (video.first if video.first is not None else now_ms)) / 1000)
             for window, window_ms in WINDOWS.items():
                 stats = _stats(video.window(end, window_ms // MINUTE_MS))
                 score = heat_score(stats, age_s=age_s, half_life_s=self._half_life_s)
-                scores.append(ScoreDue(video_id, window, end * MINUTE_MS, score, stats))
+                scores.append(ScoreDue(video_id, window, now_ms, score, stats))
         self._due.clear()
         self._evict()
         return ScoreBatch(self._seq, scores)

@@ -135,7 +135,7 @@ def test_a_crash_at_either_point_loses_nothing(stack: Settings, sink: Any) -> No
         assert heat_worker_counts(settings)["duplicate_or_late"] >= 3
         _send(settings, [_view(unwritten, f"u{i}", now - timedelta(seconds=30 - i)) for i in range(3)])
         assert _wait_for_viewers(sink, unwritten, 3) == (3, 3)  # scored from memory, not yet written
-        assert _uncommitted(settings) >= 6
+        assert _uncommitted(settings) >= 3  # the three views of the second video
         _kill(worker)
     # The three views of the second video were never committed: the third process takes them again,
     # then a fourth viewer.

@@ -314,16 +314,16 @@ def test_a_duplicate_only_batch_needs_no_writes_but_still_a_score() -> None:
 def test_scores_due_cover_both_windows_to_the_next_minute() -> None:
     harness = Harness()
     harness.feed(WORKED_EXAMPLE)
-    now = T - 30_000  # half a minute before T: the windows end at T
+    now = T - 30_000  # half a minute before T: the buckets up to T
     batch = harness.processor.scores_due(now)
     by_window = {score.window: score for score in batch.scores}
     assert set(by_window) == {"1h", "24h"}
     first = min(event[-1] if event[0] != "tick" else event[3] for event in WORKED_EXAMPLE)
     for window, expected in (("1h", WORKED_1H), ("24h", WORKED_24H)):
         due = by_window[window]
-        assert due.window_end_ms == T
+        assert due.window_end_ms == now  # the scoring time: newer rows, newer window_end
         assert_stats(due.stats, expected)
-        assert due.score == pytest.approx(heat_score(due.stats, age_s=(T - first) / 1000, half_life_s=HALF_LIFE_S))
+        assert due.score == pytest.approx(heat_score(due.stats, age_s=(now - first) / 1000, half_life_s=HALF_LIFE_S))
     assert harness.processor.scores_due(now).scores == []  # nothing new since
 
 
