@@ -258,6 +258,9 @@ class Bench:
             port = free_port()
             self.workers.append(ServiceProcess(self.settings.model_copy(update={"heat_web_port": port}),
                                                PROJECT_SERVICES["heat"], "127.0.0.1", port))
+        for worker in self.workers[count:]:
+            if worker.process is not None:
+                worker.process.stop()
         del self.workers[count:]
 
     def taken(self) -> int:
@@ -290,6 +293,8 @@ class Bench:
                 worker_done = now
             if not sink_done and sink_left == 0:
                 sink_done = now
+        for worker in self.workers:
+            worker.wait_ready()  # an empty backlog is done at once: still serving before we go on
         # Off the clock: until the workers have committed all (a checkpoint and a score cover it),
         # so that the next backlog is not mixed with replays of this one.
         while group_lag(self.settings.kafka_bootstrap, "lustrax-heat"):
