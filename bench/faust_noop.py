@@ -1,9 +1,10 @@
 """A Faust agent that only counts: the framework's own ceiling on this machine, for bench/heat.
 
-    .venv/bin/python -m bench.faust_noop BOOTSTRAP N
+    .venv/bin/python -m bench.faust_noop BOOTSTRAP N [SKIP]
 
 Consumes the engagement topics from the start with the project's transport, and prints
-`noop events/s X`: from the first event taken to the N-th.
+`noop events/s X`: from the first event taken after the first SKIP to the N-th after them (the
+earlier backlogs of the same run are taken first, off the clock).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from schemas.topics import TOPIC_BY_SCHEMA
 
 def main() -> None:
     bootstrap, expected = sys.argv[1], int(sys.argv[2])
+    skip = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     app = faust.App(f"bench-noop-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}", web_enabled=False,
                     consumer_auto_offset_reset="earliest", topic_disable_leader=True,
                     datadir=tempfile.mkdtemp(prefix="bench-noop-"))
@@ -35,9 +37,11 @@ def main() -> None:
     async def count(stream: faust.StreamT) -> None:
         nonlocal taken, started
         async for _ in stream.events():
-            started = started or time.perf_counter()
             taken += 1
-            if taken >= expected:
+            if taken <= skip:
+                continue
+            started = started or time.perf_counter()
+            if taken - skip >= expected:
                 print(f"noop events/s {expected / (time.perf_counter() - started):.0f}", flush=True)
                 os._exit(0)  # the figure is out: no graceful Faust shutdown needed
 

@@ -1,21 +1,32 @@
-"""Heat benchmark: Kafka -> Faust heat worker + ClickHouse sink, against a raw loop, same run.
+"""Heat benchmark: Kafka -> Faust heat worker + ClickHouse sink, against baselines of the same run.
 
-    .venv/bin/python -m bench.heat [--events 100000] [--rate 5000] [--seconds 20] [--videos 500]
+    .venv/bin/python -m bench.heat [--events 50000] [--rate 5000] [--seconds 20] [--videos 500]
+                                   [--workers 2] [--pairs 0]
 
-1. Throughput on a backlog of N engagement events (views, watch ticks, likes over --videos
-   videos), clock from the first event taken to the last one done, startup left out. The
-   baseline: one confluent-kafka consumer + fastavro decode + batched clickhouse-connect inserts
-   into the same tables of a scratch database. The project: the heat worker (`lustrax worker
-   heat`, its own process, RocksDB tables) and the ClickHouse sink (in this process: it holds the
-   embedded engine), both stopped while N new events are produced, then started: done when the
-   worker has applied every event (its /metrics counter) and the sink has stored and committed
-   every one.
-2. Lag at a steady offered rate: events produced at --rate for --seconds with occurred_at = send
-   time. Sink lag = ClickHouse `ingested_at - occurred_at` per row (p50/p99). Worker lag = Kafka
-   record timestamp to applied in the worker's state, from the worker's
+1. Throughput on backlogs of three traffic shapes, clock from the first event taken to the last
+   one done, startup left out:
+   - uniform: --events views, watch ticks and likes over --videos videos, nearly every event a
+     new (video, viewer) pair;
+   - session: --events events as `lustrax simulate` makes them (producers/simulate.py: sessions of
+     a view and a tick every 5 s, Zipf-popular videos, re-watches, likes and unlikes);
+   - viral: one video, 5,000 viewers in 6,000 sessions (1,000 watch twice), 1,500 of them watched
+     to the end; its heat row must then say exactly that.
+   Baselines, on the same backlogs: one confluent-kafka consumer + fastavro decode + batched
+   clickhouse-connect inserts (uniform only), and a Faust agent that does nothing
+   (bench/faust_noop.py). The project: the heat worker (`lustrax worker heat`, its own process,
+   RocksDB table) and the ClickHouse sink (in this process: it holds the embedded engine), both
+   stopped while the backlog is produced, then started: done when the worker has taken every
+   event (its /metrics counter) and the sink has stored and committed every one.
+2. --workers heat workers in one group on a new uniform backlog (0 to skip).
+3. Lag at a steady offered rate: uniform events produced at --rate for --seconds with
+   occurred_at = send time. Sink lag = ClickHouse `ingested_at - occurred_at` per row (p50/p99).
+   Worker lag = Kafka record timestamp to applied in the worker's state, from the worker's
    lustrax_heat_event_lag_seconds histogram over the phase (p50/p99, interpolated within buckets
    as Prometheus' histogram_quantile does).
-3. Peak RSS (VmHWM) of the heat worker.
+4. Peak RSS (VmHWM) of the heat worker; with --pairs N, after N more views of distinct
+   (video, viewer) pairs in the last 24 h.
+
+Timings on a shared machine are noisy: compare the ratios, which come from one run.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +59,15 @@ from lustrax.stack import LocalStack
 from processors.sink.rows import TABLE_OF_SCHEMA
 from processors.sink.sink import GROUP_ID as SINK_GROUP
 from processors.sink.sink import ClickHouseSink
+from producers.simulate import TrafficModel
 from schemas.codec import HEADER_SIZE, encode
 from schemas.envelope import new_record
 from schemas.registry import writer_schema_for
 from schemas.topics import TOPIC_BY_SCHEMA
 
 ENGAGEMENT = ("VideoView", "WatchTick", "VideoLike")
+Event = tuple[str, dict[str, Any]]
+VIRAL_VIEWERS, VIRAL_REWATCHERS, VIRAL_COMPLETED = 5_000, 1_000, 1_500
 
 
 def make_event(rng: random.Random, videos: int, at: datetime) -> tuple[str, dict[str, Any]]:
@@ -70,7 +84,49 @@ def make_event(rng: random.Random, videos: int, at: datetime) -> tuple[str, dict
     return schema, new_record(schema, "bench", fields, occurred_at=at)
 
 
-def produce(bootstrap: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+def session_events(count: int, videos: int, seed: int) -> list[Event]:
+    """`count` events of `lustrax simulate`'s traffic model, ending now."""
+    rate = 2000.0
+    start_ms = int(time.time() * 1000 - count / rate * 1000)
+    model = TrafficModel.for_rate(rate, seed, users=videos * 40, videos=videos, start_ms=start_ms)
+    schemas = {"view": "VideoView", "watch_tick": "WatchTick", "like": "VideoLike", "unlike": "VideoLike"}
+    events: list[Event] = []
+    now_ms = start_ms
+    while len(events) < count:
+        now_ms += 1000
+        for event in model.events_until(now_ms):
+            kind = event.pop("type")
+            at = datetime.fromtimestamp(event.pop("occurred_at") / 1000, UTC)
+            del event["event_id"]
+            if kind in ("like", "unlike"):
+                event["action"] = kind.upper()
+            events.append((schemas[kind], new_record(schemas[kind], "bench", event, occurred_at=at)))
+    return events[:count]
+
+
+def viral_events(video: str, seed: int) -> list[Event]:
+    """One video's last 50 minutes: VIRAL_VIEWERS viewers, the first VIRAL_REWATCHERS of them twice;
+    the first VIRAL_COMPLETED sessions watch the 60 s clip to the end; a tick every 5 s."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    events: list[Event] = []
+    n = 0
+    for viewer in range(VIRAL_VIEWERS):
+        user = f"viral-user-{viewer}"
+        for repeat in range(2 if viewer < VIRAL_REWATCHERS else 1):
+            session, start = f"{user}-{repeat}", now - timedelta(seconds=rng.randrange(60, 3000))
+            reach = 60_000 if n < VIRAL_COMPLETED else rng.randrange(5_000, 50_000, 5_000)
+            base = {"video_id": video, "user_id": user, "session_id": session}
+            events.append(("VideoView", new_record("VideoView", "bench", base, occurred_at=start)))
+            events.extend(("WatchTick", new_record("WatchTick", "bench", {**base, "position_ms": p, "duration_ms": 60_000},
+                                                   occurred_at=start + timedelta(milliseconds=p)))
+                          for p in range(5_000, reach + 1, 5_000))
+            n += 1
+    rng.shuffle(events)  # viewers interleave
+    return events
+
+
+def produce(bootstrap: str, events: list[Event]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
     for schema, record in events:
         while True:
@@ -155,12 +211,120 @@ def bucket_quantile(before: list[tuple[float, float]], after: list[tuple[float, 
     return lower_bound
 
 
+def noop_rate(bootstrap: str, count: int, skip: int) -> float:
+    """What a Faust agent that does nothing takes from the last `count` events (after `skip`)."""
+    noop = subprocess.run([sys.executable, "-m", "bench.faust_noop", bootstrap, str(count), str(skip)],
+                          capture_output=True, text=True, timeout=900, check=True)
+    return float(re.findall(r"noop events/s (\d+)", noop.stdout + noop.stderr)[-1])  # Faust logs prints
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+
+
+class Bench:
+    """The stack, the sink (in this process) and the heat workers (their own processes)."""
+
+    def __init__(self, settings: Any, client: Any) -> None:
+        self.settings, self.client = settings, client
+        self.lock = threading.Lock()
+        self.workers = [ServiceProcess(settings, PROJECT_SERVICES["heat"], "127.0.0.1", settings.heat_web_port)]
+        self.sink: ClickHouseSink | None = None
+        self.sink_thread: threading.Thread | None = None
+        self.produced = 0
+
+    def produce(self, events: list[Event]) -> None:
+        produce(self.settings.kafka_bootstrap, events)
+        self.produced += len(events)
+
+    def start_sink(self) -> None:
+        self.sink = ClickHouseSink(self.client, self.settings.clickhouse_database, self.settings.kafka_bootstrap,
+                                   lock=self.lock)
+        self.sink_thread = threading.Thread(target=self.sink.run, daemon=True)
+        self.sink_thread.start()
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            if worker.process is not None:
+                worker.process.stop()
+        if self.sink is not None and self.sink_thread is not None:
+            self.sink.stop()
+            self.sink_thread.join()
+            self.sink = None
+
+    def use_workers(self, count: int) -> None:
+        while len(self.workers) < count:
+            port = free_port()
+            self.workers.append(ServiceProcess(self.settings.model_copy(update={"heat_web_port": port}),
+                                               PROJECT_SERVICES["heat"], "127.0.0.1", port))
+        for worker in self.workers[count:]:
+            if worker.process is not None:
+                worker.process.stop()
+        del self.workers[count:]
+
+    def taken(self) -> int:
+        total = 0
+        for worker in self.workers:
+            try:
+                total += events_taken(worker_metrics(worker.port))
+            except OSError:
+                pass  # not serving yet
+        return total
+
+    def catch_up(self, events: list[Event]) -> tuple[float, float, float]:
+        """Everything stopped, `events` produced, everything started: (events/s of worker and sink
+        together, seconds until the workers took all, seconds until the sink stored all)."""
+        self.stop_all()
+        self.produce(events)
+        backlog = group_lag(self.settings.kafka_bootstrap, "lustrax-heat")
+        self.start_sink()
+        for worker in self.workers:
+            worker.start()
+        first = worker_done = sink_done = 0.0
+        while not (worker_done and sink_done):
+            time.sleep(0.05)
+            now = time.perf_counter()
+            taken = self.taken()
+            sink_left = group_lag(self.settings.kafka_bootstrap, SINK_GROUP)
+            if not first and (taken or sink_left < backlog):
+                first = now
+            if not worker_done and taken >= backlog:
+                worker_done = now
+            if not sink_done and sink_left == 0:
+                sink_done = now
+        for worker in self.workers:
+            worker.wait_ready()  # an empty backlog is done at once: still serving before we go on
+        # Off the clock: until the workers have committed all (a checkpoint and a score cover it),
+        # so that the next backlog is not mixed with replays of this one.
+        while group_lag(self.settings.kafka_bootstrap, "lustrax-heat"):
+            time.sleep(0.25)
+        return backlog / (max(worker_done, sink_done) - first), worker_done - first, sink_done - first
+
+    def heat_row(self, video: str, viewers: int, timeout_s: float = 120) -> tuple[Any, ...]:
+        deadline, row = time.monotonic() + timeout_s, ()
+        while time.monotonic() < deadline:
+            with self.lock:
+                rows = self.client.query(
+                    f"SELECT unique_viewers, rewatch_rate, completion_rate FROM "
+                    f"`{self.settings.clickhouse_database}`.heat_scores_latest FINAL "
+                    "WHERE `window` = '1h' AND video_id = {v:String}", parameters={"v": video}).result_rows
+            if rows:
+                row = rows[0]
+                if row[0] == viewers:
+                    return row
+            time.sleep(0.5)
+        return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--videos", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(1)
 
@@ -172,72 +336,48 @@ def main() -> int:
     print(f"starting a local stack under {home} ...", file=sys.stderr)
     stack.start()
     client = clickhouse_client(settings)
-    worker = ServiceProcess(settings, PROJECT_SERVICES["heat"], "127.0.0.1", settings.heat_web_port)
-    lock = threading.Lock()
+    bench = Bench(settings, client)
     try:
-        events = [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)]
         # Baseline first, on its own: produce, then consume+decode+insert into a scratch database.
-        produce(settings.kafka_bootstrap, events)
+        warmup = [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)]
+        bench.produce(warmup)
         scratch = f"bench_raw_{uuid.uuid4().hex[:8]}"
         migrate(client, scratch)
         raw_eps = raw_loop(settings.kafka_bootstrap, client, scratch, args.events)
-        # For scale: what a Faust agent that does nothing takes from the same backlog.
-        noop = subprocess.run([sys.executable, "-m", "bench.faust_noop", settings.kafka_bootstrap, str(args.events)],
-                              capture_output=True, text=True, timeout=600, check=True)
-        noop_eps = float(re.findall(r"noop events/s (\d+)", noop.stdout + noop.stderr)[-1])  # Faust logs prints
+        # The workers and the sink take the warm-up backlog, then each shape is a new backlog.
+        bench.catch_up([])
+        viral_video = f"viral-{uuid.uuid4().hex[:8]}"
+        shapes = {"uniform": [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)],
+                  "session": session_events(args.events, args.videos, seed=2),
+                  "viral": viral_events(viral_video, seed=3)}
+        print(f"throughput  raw consume+decode+insert loop (uniform): {raw_eps:>9,.0f} events/s")
+        for shape, events in shapes.items():
+            skip = bench.produced
+            project_eps, worker_s, sink_s = bench.catch_up(events)
+            noop_eps = noop_rate(settings.kafka_bootstrap, len(events), skip)
+            worker_eps = len(events) / worker_s
+            print(f"{shape:>8}: {len(events)} events; do-nothing Faust agent {noop_eps:>7,.0f} events/s; "
+                  f"heat worker {worker_eps:>7,.0f} events/s = {worker_eps / noop_eps:.0%} of it; "
+                  f"worker + sink {project_eps:>7,.0f} events/s = {project_eps / raw_eps:.1%} of raw "
+                  f"(worker {worker_s:.1f} s, sink {sink_s:.1f} s)")
+        viewers, rewatch, completion = bench.heat_row(viral_video, VIRAL_VIEWERS) or (None, None, None)
+        print(f"   viral: the 1 h row says {viewers} unique viewers (want {VIRAL_VIEWERS}), re-watch {rewatch} "
+              f"(want {VIRAL_REWATCHERS / VIRAL_VIEWERS}), completion {completion} "
+              f"(want {VIRAL_COMPLETED / (VIRAL_VIEWERS + VIRAL_REWATCHERS)})")
 
-        # The project on the same kind of backlog: worker and sink catch up with the events above
-        # and stop; N new events are produced; both start again, and the clock runs from the first
-        # event either of them takes to the last one both have done (the worker has applied it, the
-        # sink has stored it and committed). Startup is left out, as for the baseline.
-        port = settings.heat_web_port
-        heat_group = "lustrax-heat"
-
-        def start_sink() -> tuple[ClickHouseSink, threading.Thread]:
-            sink = ClickHouseSink(client, settings.clickhouse_database, settings.kafka_bootstrap, lock=lock)
-            thread = threading.Thread(target=sink.run, daemon=True)
-            thread.start()
-            return sink, thread
-
-        sink, sink_thread = start_sink()
-        worker.start()
-        worker.wait_ready()
-        while group_lag(settings.kafka_bootstrap, heat_group) or group_lag(settings.kafka_bootstrap, SINK_GROUP):
-            time.sleep(0.25)
-        assert worker.process is not None
-        worker.process.stop()
-        sink.stop()
-        sink_thread.join()
-        produce(settings.kafka_bootstrap, [make_event(rng, args.videos, datetime.now(UTC))
-                                           for _ in range(args.events)])
-        backlog = group_lag(settings.kafka_bootstrap, heat_group)
-        sink, sink_thread = start_sink()
-        worker.start()
-        first = worker_done = sink_done = 0.0
-        while not (worker_done and sink_done):
-            time.sleep(0.05)
-            now = time.perf_counter()
-            try:
-                taken = events_taken(worker_metrics(port))
-            except OSError:
-                taken = 0  # not serving yet
-            sink_left = group_lag(settings.kafka_bootstrap, SINK_GROUP)
-            if not first and (taken or sink_left < backlog):
-                first = now
-            if not worker_done and taken >= backlog:
-                worker_done = now
-            if not sink_done and sink_left == 0:
-                sink_done = now
-        project_eps = backlog / (max(worker_done, sink_done) - first)
-        print(f"project: {backlog} events; heat worker applied all {worker_done - first:.1f} s and the sink "
-              f"stored all {sink_done - first:.1f} s after the first was taken")
-        print(f"throughput  raw consume+decode+insert loop: {raw_eps:>9,.0f} events/s")
-        print(f"throughput  Faust agent doing nothing:     {noop_eps:>9,.0f} events/s   "
-              f"ratio {noop_eps / raw_eps:.1%} of raw (the framework's own ceiling here)")
-        print(f"throughput  heat worker + sink:             {project_eps:>9,.0f} events/s   "
-              f"ratio {project_eps / raw_eps:.1%} of raw")
+        if args.workers > 1:
+            one_eps = len(shapes["uniform"]) / bench.catch_up(
+                [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])[1]
+            bench.use_workers(args.workers)
+            several_eps = len(shapes["uniform"]) / bench.catch_up(
+                [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])[1]
+            print(f"uniform, heat workers only: 1 worker {one_eps:,.0f} events/s; {args.workers} workers "
+                  f"{several_eps:,.0f} events/s = {several_eps / one_eps:.2f}x")
+            bench.use_workers(1)
+            bench.catch_up([])
 
         # Steady rate: produce on schedule; the worker's lag histogram before and after.
+        port = bench.workers[0].port
         lag_before = lag_buckets(worker_metrics(port))
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
         marker = datetime.now(UTC)
@@ -251,27 +391,35 @@ def main() -> int:
             producer.poll(0)
             time.sleep(0.002)
         producer.flush(30)
+        bench.produced += sent
         offered = sent / (time.perf_counter() - begin)
         time.sleep(5)
         lag_after = lag_buckets(worker_metrics(port))
-        with lock:
+        with bench.lock:
             [(p50, p99, n)] = client.query(
                 f"SELECT quantile(0.5)(d), quantile(0.99)(d), count() FROM (SELECT "
                 f"dateDiff('millisecond', occurred_at, ingested_at) / 1000 AS d FROM `{settings.clickhouse_database}`"
                 f".watch_ticks WHERE occurred_at >= {{m:DateTime64(3, 'UTC')}})", parameters={"m": marker}
             ).result_rows
-        print(f"lag at {offered:,.0f} events/s offered for {args.seconds:.0f} s:")
+        print(f"lag at {offered:,.0f} uniform events/s offered for {args.seconds:.0f} s:")
         print(f"  Kafka -> ClickHouse (sink, per row):   p50 {p50:6.2f} s   p99 {p99:6.2f} s   (n={n})")
         print(f"  Kafka -> heat state (worker, per event): p50 {bucket_quantile(lag_before, lag_after, 0.5):6.2f} s"
               f"   p99 {bucket_quantile(lag_before, lag_after, 0.99):6.2f} s   (n={lag_after[-1][1] - lag_before[-1][1]:.0f})")
+        worker = bench.workers[0]
         assert worker.process is not None and worker.process.pid is not None
-        status = Path(f"/proc/{worker.process.pid}/status").read_text()
-        peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
-        print(f"heat worker peak RSS: {int(peak) / 1024:.0f} MiB")
-        sink.stop()
+        print(f"heat worker peak RSS: {peak_rss_mib(worker.process.pid):.0f} MiB after {bench.produced:,} events")
+        if args.pairs:
+            now = datetime.now(UTC)
+            pairs = [("VideoView", new_record("VideoView", "bench", {
+                "video_id": f"pairs-video-{n % 1000}", "user_id": f"pairs-user-{n}", "session_id": f"s{n}"},
+                occurred_at=now - timedelta(seconds=rng.randrange(0, 86_000)))) for n in range(args.pairs)]
+            bench.catch_up(pairs)
+            worker = bench.workers[0]
+            assert worker.process is not None and worker.process.pid is not None
+            print(f"heat worker peak RSS: {peak_rss_mib(worker.process.pid):.0f} MiB with {args.pairs:,} more "
+                  f"distinct (video, viewer) pairs in the last 24 h")
     finally:
-        if worker.process is not None:
-            worker.process.stop()
+        bench.stop_all()
         client.close()
         stack.stop()
     return 0

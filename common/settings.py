@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     # committed only once written, so a crash replays at most this much (harmlessly: dedup).
     heat_checkpoint_interval_s: float = Field(default=10.0, gt=0, le=60)
     heat_web_port: int = 6073
+    # Heat workers in one consumer group (`lustrax up` starts them); the first on heat_web_port,
+    # worker n on heat_web_port + 100 * (n - 1); at most one per engagement partition.
+    heat_workers: int = Field(default=1, ge=1, le=6)
     like_update_min_interval_s: float = Field(default=5.0, ge=0)
     like_update_min_change: float = Field(default=0.1, gt=0)
 

@@ -124,13 +124,26 @@ def local_edge(settings: Settings, tie_to_parent: bool = True) -> ServiceProcess
     return ServiceProcess(settings, EDGE, settings.edge_host, settings.edge_port, tie_to_parent)
 
 
+def heat_workers(settings: Settings, tie_to_parent: bool = True) -> list[ServiceProcess]:
+    """LUSTRAX_HEAT_WORKERS heat workers in one consumer group: `heat` on LUSTRAX_HEAT_WEB_PORT, then
+    `heat-2`, `heat-3`, ... each 100 ports above the previous one (the port names the worker's
+    data directory and its static group membership)."""
+    workers = []
+    for n in range(settings.heat_workers):
+        port = settings.heat_web_port + 100 * n
+        spec = PROJECT_SERVICES["heat"] if n == 0 else ServiceSpec(f"heat-{n + 1}", PROJECT_SERVICES["heat"].command)
+        workers.append(ServiceProcess(settings.model_copy(update={"heat_web_port": port}), spec, "127.0.0.1", port,
+                                      tie_to_parent))
+    return workers
+
+
 def local_services(settings: Settings, tie_to_parent: bool = True) -> list[ServiceProcess]:
     return [
         ServiceProcess(settings, PROJECT_SERVICES["ingest"], settings.ingest_host, settings.ingest_port, tie_to_parent),
         ServiceProcess(settings, PROJECT_SERVICES["transcode"], "127.0.0.1", settings.transcode_web_port, tie_to_parent),
         # The sink owns the embedded ClickHouse directory while the stack runs (chDB: one process).
         ServiceProcess(settings, PROJECT_SERVICES["sink"], "127.0.0.1", settings.sink_query_port, tie_to_parent),
-        ServiceProcess(settings, PROJECT_SERVICES["heat"], "127.0.0.1", settings.heat_web_port, tie_to_parent),
+        *heat_workers(settings, tie_to_parent),
         ServiceProcess(settings, PROJECT_SERVICES["moderation"], "127.0.0.1", settings.moderation_web_port,
                        tie_to_parent),
         GatewayProcess(settings, tie_to_parent),

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -29,8 +30,12 @@ from schemas.topics import DEAD_LETTER_TOPIC
 log = logging.getLogger(__name__)
 
 
-def faust_app(name: str, settings: Settings, web_port: int, **config: Any) -> faust.App:
+def faust_app(name: str, settings: Settings, web_port: int, *, instance: str | None = None,
+              **config: Any) -> faust.App:
+    """`instance` gives each of several workers of one app its own data directory (RocksDB)."""
     datadir = settings.data_dir / "faust" / name
+    if instance is not None:
+        datadir = datadir / instance
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"lustrax-{name}",
@@ -102,17 +107,39 @@ async def handle_each(app: faust.App, stream: faust.StreamT, schema: str, consum
     """Decode each message of `stream` as `schema` and await `handle(record)`; a message that does not
     decode, or whose handling raises, is parked (the exceptions in `parked` with their message as
     the reason, any other as unexpected) and the stream goes on."""
+
+    async def handle_record(_: str, record: dict[str, Any], __: EventT) -> None:
+        await handle(record)
+
+    await handle_events(app, stream, (schema,), consumer, handle_record, parked)
+
+
+async def handle_events(app: faust.App, stream: faust.StreamT, schemas: tuple[str, ...], consumer: str,
+                        handle: Callable[[str, dict[str, Any], EventT], Awaitable[None]],
+                        parked: tuple[type[Exception], ...] = (),
+                        on_parked: Callable[[EventT], None] | None = None) -> None:
+    """`handle_each` for a stream of several schemas: `handle(schema, record, event)`. One schema
+    is resolved to its current version; several are taken as written. `on_parked(event)` is told
+    of each message parked (a manual-ack stream acks it in its turn)."""
     async for message_event in stream.events():
         message = message_event.message
         try:
-            _, record = decode(message.value, schema)
+            if len(schemas) == 1:
+                schema, record = decode(message.value, schemas[0])
+            else:
+                schema, record = decode(message.value)
+                if schema not in schemas:
+                    raise SchemaError(f"{schema}, not one of {', '.join(schemas)}")
         except SchemaError as exc:
-            await dead_letter(app, message, consumer, f"undecodable {schema}: {exc}")
-            continue
-        try:
-            await handle(record)
-        except parked as exc:
-            await dead_letter(app, message, consumer, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; park the message
-            log.exception("unexpected error on %s", record.get("video_id"))
-            await dead_letter(app, message, consumer, f"unexpected {type(exc).__name__}: {exc}")
+            await dead_letter(app, message, consumer, f"undecodable {' or '.join(schemas)}: {exc}")
+        else:
+            try:
+                await handle(schema, record, message_event)
+                continue
+            except parked as exc:
+                await dead_letter(app, message, consumer, str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the stream; park the message
+                log.exception("unexpected error on %s", record.get("video_id"))
+                await dead_letter(app, message, consumer, f"unexpected {type(exc).__name__}: {exc}")
+        if on_parked is not None:
+            on_parked(message_event)

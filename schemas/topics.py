@@ -56,7 +56,7 @@ DEAD_LETTER_TOPIC = TopicSpec("lustrax.dead-letters", "", 3, _retained(30))
 # Changelogs of the heat worker's Faust tables (app "lustrax-heat"): compacted, partitioned like
 # the engagement topics they are co-partitioned with. Created up front so that a worker's first
 # start never races the creation of its own changelogs.
-HEAT_TABLES = ("heat-state", "first-seen", "liked", "like-count")
+HEAT_TABLES = ("heat-state",)
 STATE_TOPICS: tuple[TopicSpec, ...] = tuple(
     TopicSpec(f"lustrax-heat-{table}-changelog", "", TOPIC_BY_SCHEMA["VideoView"].partitions,
               {"cleanup.policy": "compact"}, key="video_id")

@@ -18,7 +18,21 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Final
 
-from processors.heat_score.state import MAX_WINDOW_MS, WindowStats
+MAX_WINDOW_MS: Final = 86_400_000  # the longest window (24 h)
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Statistics of one video over one window (docs/heat-score.md has the definitions)."""
+
+    views: int
+    unique_viewers: int
+    sessions: int
+    net_likes: int
+    completion_rate: float
+    avg_watched_fraction: float
+    rewatch_rate: float
+
 
 # The windows a score is computed for, by the name HeatScoreUpdated.window carries.
 WINDOWS: Final[Mapping[str, int]] = MappingProxyType({"1h": 3_600_000, "24h": MAX_WINDOW_MS})

@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from common.process import free_port
 from common.settings import Settings
 from processors.heat_score.score import heat_score
-from processors.heat_score.state import WindowStats
+from processors.heat_score.score import WindowStats
 from processors.sink.sink import ClickHouseSink
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.heat_score.score import WINDOWS, ScoreWeights, heat_score
-from processors.heat_score.state import MAX_WINDOW_MS, WindowStats
-from tests.unit.test_heat_state import WORKED_1H, WORKED_24H
+from processors.heat_score.score import MAX_WINDOW_MS, WINDOWS, ScoreWeights, WindowStats, heat_score
+from tests.unit.test_heat_processor import WORKED_1H, WORKED_24H
 
 HALF_LIFE_S = 21_600.0  # LUSTRAX_HEAT_HALF_LIFE_S default: 6 h
 ZERO = WindowStats(views=0, unique_viewers=0, sessions=0, net_likes=0, completion_rate=0.0,
