@@ -383,7 +383,7 @@ def test_a_killed_gateways_client_resumes_on_another_with_what_it_missed(supervi
     channels = ["feed", f"video:{video}"]
     kinds = ("new_video", "like_update")
     alice = issue_token(settings.jwt_signing_secret, "alice")
-    other = settings.model_copy(update={"ws_port": free_port()})
+    other = settings.model_copy(update={"ws_port": free_port(), "socketio_port": free_port()})
 
     def ws_url(port: int) -> str:
         return f"ws://127.0.0.1:{port}/v1/ws?token={alice}"
