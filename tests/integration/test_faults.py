@@ -535,7 +535,9 @@ def test_a_heat_worker_killed_mid_stream_converges_to_the_undisturbed_scores(sup
         return _same_scores(last, undisturbed)
 
     try:
-        _wait("the scores after the kill equal the undisturbed ones", converged, timeout_s=45)
+        # Convergence, not speed, is the property: on a fresh clone it once took 45 s after the
+        # worker was back (its first scores of these videos came late; #13 follows it up).
+        _wait("the scores after the kill equal the undisturbed ones", converged, timeout_s=90)
     finally:
         print(f"heat: {len(disturbed)} events acknowledged ({killed_after} before the SIGKILL), worker back after "
               f"{back_s:.1f} s, scores equal {time.monotonic() - began:.1f} s later; undisturbed {undisturbed}; "
