@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.ws import THROUGHPUT_RATE, _cpu_s, _produce, _server, phase
+from bench.ws import THROUGHPUT_RATE, _cpu_s, _merge, _produce, _server, phase
 from common.process import free_port
 from common.settings import Settings, load_settings
 from lustrax.stack import LocalStack
@@ -52,7 +52,7 @@ def socketio_phase(settings: Settings, connections: int, rate: float, seconds: f
         producer.join(15)
     if client.returncode != 0:
         raise RuntimeError(f"load client failed: {client.stderr.read()[-2000:] if client.stderr else ''}")
-    result: dict[str, Any] = json.loads(lines[-1])
+    result = _merge([json.loads(lines[-1])])  # its percentiles, without printing every sample
     result.update(kind="socketio", offered_rate=rate, clients=connections, server_cpu_pct=round(100 * cpu / window),
                   deliveries_per_cpu_s=round(result["frames"] / cpu) if cpu else None)
     print(json.dumps(result), flush=True)

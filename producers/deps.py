@@ -119,8 +119,16 @@ def dependants(dependant: Dependant) -> Iterator[Dependant]:
         yield from dependants(dependency)
 
 
-def _declared_query(route: APIRoute) -> set[str]:
-    return {p.alias for d in dependants(route.dependant) for p in d.query_params}
+DECLARED_QUERY_ATTR = "lustrax_declared_query"
+
+
+def _declared_query(route: APIRoute) -> frozenset[str]:
+    """Once per route, kept on it, not per request: a route's dependency tree does not change."""
+    declared: frozenset[str] | None = getattr(route, DECLARED_QUERY_ATTR, None)
+    if declared is None:
+        declared = frozenset(p.alias for d in dependants(route.dependant) for p in d.query_params)
+        setattr(route, DECLARED_QUERY_ATTR, declared)
+    return declared
 
 
 def reject_unknown_query_parameters(request: Request) -> None:
