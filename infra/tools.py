@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from common.process import tail
 from infra.errors import InstallError
 
 
@@ -30,4 +31,6 @@ def run_logged(component: str, argv: Sequence[str], log_path: Path, env: Mapping
         except subprocess.TimeoutExpired:
             raise InstallError(component, f"`{argv[0]}` took longer than {timeout_s:.0f} s", log_path) from None
     if code != 0:
-        raise InstallError(component, f"`{' '.join(argv[:3])} ...` failed with exit code {code}", log_path)
+        # The last lines say why (a CI log may be all there is to read afterwards).
+        last = tail(log_path, 3).replace("\n", " | ")
+        raise InstallError(component, f"`{' '.join(argv[:3])} ...` failed with exit code {code}: {last}", log_path)
