@@ -52,8 +52,11 @@ def render_properties(props: dict[str, str]) -> str:
 
 
 def new_cluster_id() -> str:
-    """Kafka's cluster id format: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's cluster id format: 16 random bytes, URL-safe base64 without padding. Like Kafka's
+    Uuid.randomUuid, never one starting with "-": kafka-storage would take it for an option."""
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
 
 
 def java_argv(java: str, libs: Path, heap: str, main_class: str, *args: str) -> list[str]:
