@@ -18,14 +18,22 @@ from fastapi.responses import JSONResponse
 
 from common.errors import ApiError
 from common.tokens import Principal
-from infra.s3.layout import VIDEO_ID_PATTERN
+from infra.s3.layout import VIDEO_ID_PATTERN, is_video_id
 from producers.service import IngestService
 
 JSON_TYPES = ("application/json",)
-# A video id is made by the server (infra/s3/layout.py); any other string names no video: 404, not
-# 422, so the pattern is documented rather than validated here.
-VideoIdPath = Annotated[str, Path(description="A server-made video id.",
-                                  json_schema_extra={"pattern": f"^{VIDEO_ID_PATTERN.pattern}$"})]
+
+
+async def known_video_id(video_id: Annotated[str, Path(
+        description="A server-made video id.", json_schema_extra={"pattern": f"^{VIDEO_ID_PATTERN.pattern}$"})]) -> str:
+    """A video id is made by the server (infra/s3/layout.py); any other string names no video: 404, as
+    an unknown id (not 422), before a route can hand it to the S3 layout or the catalog."""
+    if not is_video_id(video_id):
+        raise ApiError(404, "not_found", "no such video", "video_id")
+    return video_id
+
+
+VideoIdPath = Annotated[str, Depends(known_video_id)]
 # The request's kind in lustrax_ingest_requests_rejected_total{type}; "unknown" until a route sets it.
 KIND_KEY = "lustrax_type"
 

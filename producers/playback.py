@@ -15,7 +15,7 @@ from common.errors import ApiError
 from common.settings import Settings
 from common.tokens import Principal
 from infra.edge.cloudfront import load_private_key, sign_cookies
-from infra.s3.layout import MASTER_PLAYLIST, InvalidVideoId, check_video_id, public_url
+from infra.s3.layout import MASTER_PLAYLIST, public_url
 
 
 class CatalogPlayback:
@@ -35,14 +35,6 @@ class PlaybackGrant:
     expires_at: int  # epoch seconds: the cookies' expiry (for a free video, when to ask again)
     cookies: dict[str, str] | None  # premium only
     cookie_path: str  # the video's prefix on the CDN: the only path the cookies are sent to
-
-
-def checked_video_id(video_id: str) -> str:
-    """An id that is not a video id names no video: 404, as an unknown one."""
-    try:
-        return check_video_id(video_id)
-    except InvalidVideoId:
-        raise ApiError(404, "not_found", "no such video", "video_id") from None
 
 
 class PlaybackSigner:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from common.tokens import Principal
 from producers.deps import ServiceDep, VideoIdPath, principal_of
 from producers.openapi import operation
-from producers.playback import CatalogPlayback, PlaybackSigner, checked_video_id
+from producers.playback import CatalogPlayback, PlaybackSigner
 
 router = APIRouter(prefix="/v1/videos")
 
@@ -43,7 +43,6 @@ def playback_of(request: Request) -> tuple[CatalogPlayback, PlaybackSigner]:
 async def post_playback(video_id: VideoIdPath, request: Request, service: ServiceDep,
                         principal: Annotated[Principal, Depends(passed_age_gate)]) -> JSONResponse:
     catalog, signer = playback_of(request)
-    video_id = checked_video_id(video_id)
     found = catalog.lookup(video_id)
     client_ip = request.client.host if request.client and service.settings.playback_bind_client_ip else None
     now = time.time()
