@@ -38,12 +38,14 @@ Body = bytes | Callable[[], AsyncIterator[bytes]]
 class IngestClientError(Exception):
     """An error answer of the API (or of the upload URL), or no answer at all (`status` None)."""
 
-    def __init__(self, status: int | None, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int | None, code: str, message: str, field: str | None = None,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(f"{status or 'no answer'} {code}: {message}" + (f" (field {field})" if field else ""))
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after_s = retry_after_s  # the answer's Retry-After, when it had one
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def _error_of(response: httpx.Response) -> IngestClientError:
     status = response.status_code
     try:
         error = response.json()["error"]
-        return IngestClientError(status, str(error["code"]), str(error["message"]), error.get("field"))
+        return IngestClientError(status, str(error["code"]), str(error["message"]), error.get("field"),
+                                 _retry_after_s(response))
     except (ValueError, KeyError, TypeError):
         # Not the API's error shape: a proxy's page or the S3 server's XML behind a presigned URL.
         return IngestClientError(status, f"http_{status}", response.text[:500] or response.reason_phrase)

@@ -146,6 +146,8 @@ class Answer:
     answered_at: float
     status: int | None  # None: no answer
     count: int
+    code: str = ""  # the error's code, for a refusal
+    retry_after_s: float | None = None
 
 
 @dataclass
@@ -182,12 +184,13 @@ class Sender:
             while position < len(self.events) and not self.stopping.is_set():
                 batch = self.events[position:position + self.batch]
                 sent_at = time.monotonic()
+                code, retry_after_s = "", None
                 try:
                     await client.send_batch(batch)
                     status: int | None = 202
                 except IngestClientError as exc:
-                    status = exc.status
-                self.answers.append(Answer(sent_at, time.monotonic(), status, len(batch)))
+                    status, code, retry_after_s = exc.status, exc.code, exc.retry_after_s
+                self.answers.append(Answer(sent_at, time.monotonic(), status, len(batch), code, retry_after_s))
                 if status == 202:
                     self.acked.update((event["event_id"], event) for event in batch)
                     position += len(batch)
@@ -434,6 +437,7 @@ def test_the_broker_restarted_under_traffic_gives_503_never_a_false_202_and_lose
         supervised: Supervised) -> None:
     settings, prefix = supervised.settings, f"broker{uuid.uuid4().hex[:6]}"
     closed: list[tuple[float, float]] = []  # intervals with nothing listening on the broker's port
+    ready_while_closed: list[int] = []  # the API's /readyz answers while the port was closed
     watching = threading.Event()
 
     def watch_port() -> None:
@@ -447,10 +451,21 @@ def test_the_broker_restarted_under_traffic_gives_503_never_a_false_202_and_lose
                 since = None
             time.sleep(0.05)
 
-    watcher = threading.Thread(target=watch_port, daemon=True)
+    def watch_ready() -> None:  # apart: with the broker down, /readyz takes its 2 s metadata timeout
+        while not watching.is_set():
+            if not _port_open(settings.kafka_bootstrap):
+                try:
+                    ready_while_closed.append(httpx.get(f"http://127.0.0.1:{settings.ingest_port}/readyz",
+                                                        timeout=10.0).status_code)
+                except httpx.HTTPError:
+                    pass  # the API busy with the refusals: ask again
+            time.sleep(0.2)
+
+    watchers = [threading.Thread(target=watch, daemon=True) for watch in (watch_port, watch_ready)]
     with Sender(settings, model_events(1, prefix, span_s=90), rate=120) as sender:
         sender.wait_acked(300)
-        watcher.start()
+        for watcher in watchers:
+            watcher.start()
         began = time.monotonic()
         restart = _lustrax(supervised.env, "restart", "kafka")
         assert restart.returncode == 0, restart.stderr
@@ -458,7 +473,8 @@ def test_the_broker_restarted_under_traffic_gives_503_never_a_false_202_and_lose
         acked_at_restart = len(sender.acked)
         sender.wait_acked(acked_at_restart + 150, timeout_s=60)  # flowing again
         watching.set()
-        watcher.join(timeout=5)
+        for watcher in watchers:
+            watcher.join(timeout=15)
     stored = wait_stored(settings, prefix, set(sender.acked))
     refused = sender.refused()
     print(f"broker restart took {restart_s:.1f} s, port closed {[round(b - a, 1) for a, b in closed]} s; "
@@ -467,6 +483,11 @@ def test_the_broker_restarted_under_traffic_gives_503_never_a_false_202_and_lose
           f"stored {len(stored)} distinct, {sum(stored.values())} rows")
     assert closed, "the broker's port never closed"
     assert refused and {a.status for a in refused} == {503}
+    # Each refusal says why and when to come back, and came within the delivery timeout, not hanging.
+    assert {a.code for a in refused} == {"broker_unavailable"}
+    assert all(a.retry_after_s is not None and a.retry_after_s > 0 for a in refused)
+    assert max(a.answered_at - a.sent_at for a in refused) < 10
+    assert 503 in ready_while_closed, f"/readyz while the broker was down: {sorted(set(ready_while_closed))}"
     # Sent after the port closed and answered before it opened again: the broker had nothing of it.
     false = [a for a in sender.answers if a.status == 202 and any(
         start < a.sent_at and a.answered_at < end for start, end in closed)]

@@ -31,7 +31,6 @@ from infra.kafka.broker import broker_answers
 from infra.s3.server import s3_answers
 from lustrax.services import http_ok
 from lustrax.stack import read_state
-from tests.helpers import heat_worker_counts
 from tests.integration.test_cli import _fresh_env, _lustrax, _processes_using
 
 pytestmark = pytest.mark.integration
@@ -116,9 +115,10 @@ def _kill_and_wait_back(settings: Settings, name: str, timeout_s: float = 90) ->
 
 
 def _stored(settings: Settings, video_id: str) -> dict[str, int]:
-    # FINAL: the event store is ReplacingMergeTree by event_id (docs/analytics.md).
+    # FINAL: the event store is ReplacingMergeTree by event_id (docs/analytics.md). Through the sink
+    # only: opening the embedded store here would keep a restarting sink from it for good.
     _, rows = run_sql(settings, "SELECT toString(event_id), count() FROM {db}.views FINAL "
-                      "WHERE video_id = {v:String} GROUP BY event_id", {"v": video_id})
+                      "WHERE video_id = {v:String} GROUP BY event_id", {"v": video_id}, open_embedded=False)
     return {event_id: int(count) for event_id, count in rows}
 
 
@@ -141,7 +141,9 @@ def test_each_component_killed_under_traffic_comes_back_and_no_acknowledged_even
     env, settings, _ = supervised
     back_after: dict[str, float] = {}
     with Traffic(settings) as traffic:
-        for name in ("ingest", "sink", "heat", "transcode", "kafka", "s3"):
+        # The heat worker, the transcoder, the moderation worker and the gateway are killed in
+        # tests/integration/test_faults.py, with what each must then do (converge, publish once, resume).
+        for name in ("ingest", "sink", "kafka", "s3"):
             traffic.wait_for_acks(more_than=len(traffic.acked))  # traffic flows before each kill
             back_after[name] = _kill_and_wait_back(settings, name)
         traffic.wait_for_acks(more_than=len(traffic.acked))  # and after the last
@@ -158,11 +160,6 @@ def test_each_component_killed_under_traffic_comes_back_and_no_acknowledged_even
     missing = traffic.acked - stored.keys()
     assert not missing, f"{len(missing)} of {len(traffic.acked)} acknowledged events not stored"
     assert set(stored.values()) == {1}
-    # The restarted heat worker consumes too (a rejoin that leaves it idle would still answer /healthz).
-    deadline = time.monotonic() + 60
-    while (taken := heat_worker_counts(settings))["applied"] + taken["duplicate_or_late"] == 0:
-        assert time.monotonic() < deadline, f"the restarted heat worker took no event: {dict(taken)}"
-        time.sleep(1)
 
     status = _lustrax(env, "status")
     assert status.returncode == 0, status.stdout
