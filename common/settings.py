@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.age_policy import AgePolicy, parse_jurisdictions
 from common.errors import ConfigError
-from common.tokens import DEFAULT_MAX_TTL_S, age_token_key
+from common.tokens import DEFAULT_MAX_TTL_S, AgeVerifier, age_token_key
 
 ENV_PREFIX = "LUSTRAX_"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -314,6 +314,10 @@ class Settings(BaseSettings):
     def age_policy(self) -> AgePolicy:
         return AgePolicy(parse_jurisdictions(self.age_gate_strict_jurisdictions), self.age_gate_default_jurisdiction,
                          self.age_gate_jurisdiction_header)
+
+    @property
+    def age_verifier(self) -> AgeVerifier:
+        return AgeVerifier(self.age_token_key, self.age_policy, self.age_token_ttl_s)
 
     @property
     def age_gate_base_url(self) -> str:

@@ -7,11 +7,12 @@ import hmac
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import jwt
 
-from common.age_policy import ASSURANCES, JURISDICTION, METHODS, assurance_of
+from common.age_policy import ASSURANCES, JURISDICTION, METHODS, AgePolicy, assurance_of
 from common.errors import ApiError
 
 ALGORITHM = "HS256"
@@ -133,6 +134,7 @@ def authorize_user(principal: Principal, user_id: str, field: str = "user_id") -
 AGE_TOKEN_TYPE = "lustrax-age"
 _AGE_KEY_LABEL = b"lustrax age token key v1"
 AGE_TOKEN_FIELD = "age_token"
+AGE_COOKIE = "lustrax_age"  # the cookie POST /v1/age-gate sets; the API and the gateway read it
 
 
 @dataclass(frozen=True)
@@ -197,3 +199,18 @@ def verify_age_token(key: str, token: str | None, now: float | None = None,
     if not isinstance(jurisdiction, str) or not JURISDICTION.fullmatch(jurisdiction):
         raise _age_refusal("the age token's jurisdiction is not a country code")
     return AgeGrant(method, assurance, jurisdiction, issued_at, expires_at)
+
+
+class AgeVerifier:
+    """An age token checked against the policy: its method must suffice in the request's
+    jurisdiction (read from `headers` as the policy says). One per API process and gateway."""
+
+    def __init__(self, key: str, policy: AgePolicy, max_ttl_s: float) -> None:
+        self.key = key
+        self.policy = policy
+        self.max_ttl_s = max_ttl_s
+
+    def verify(self, token: str | None, headers: Mapping[str, str], now: float | None = None) -> AgeGrant:
+        grant = verify_age_token(self.key, token, now, self.max_ttl_s)
+        self.policy.require(self.policy.jurisdiction_of(headers), grant.method)
+        return grant

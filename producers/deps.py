@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse
 
 from common.errors import ApiError
-from common.tokens import AgeGrant, Principal, verify_age_token
+from common.tokens import AGE_COOKIE, AgeGrant, Principal
 from infra.s3.layout import VIDEO_ID_PATTERN
 from producers.service import IngestService
 
@@ -69,7 +69,7 @@ async def optional_principal(request: Request) -> Principal | None:
 
 
 # The age gate (API.md "Age gate", docs/trust-and-safety.md): the token as a header or the cookie.
-AGE_HEADER, AGE_COOKIE = "x-age-token", "lustrax_age"
+AGE_HEADER = "x-age-token"
 
 
 def age_token_of(request: Request) -> str | None:
@@ -79,11 +79,7 @@ def age_token_of(request: Request) -> str | None:
 async def age_verified(request: Request) -> AgeGrant:
     """Nothing adult before the gate: an age token whose method the request's jurisdiction accepts
     (common/age_policy.py), else 401 age_verification_required. Every adult route depends on it."""
-    settings = service_of(request).settings
-    grant = verify_age_token(settings.age_token_key, age_token_of(request), max_ttl_s=settings.age_token_ttl_s)
-    policy = settings.age_policy
-    policy.require(policy.jurisdiction_of(request.headers), grant.method)
-    return grant
+    return service_of(request).age_verifier.verify(age_token_of(request), request.headers)
 
 
 AgeVerifiedDep = Annotated[AgeGrant, Depends(age_verified)]
