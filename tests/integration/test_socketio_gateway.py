@@ -250,7 +250,8 @@ def test_a_client_that_stops_polling_is_dropped_and_does_not_delay_the_others(gw
     polling = f"{url(gw)}/socket.io/?EIO=4&transport=polling"
     with httpx.Client(timeout=10) as http:  # Engine.IO by hand: open, join the namespace, never poll again
         sid = orjson.loads(http.get(polling).text[1:])["sid"]
-        assert http.post(f"{polling}&sid={sid}", content="40").text == "OK"
+        joined = "40" + orjson.dumps({"age_token": age_token(gw)}).decode()  # past the age gate: the feed
+        assert http.post(f"{polling}&sid={sid}", content=joined).text == "OK"
     burst = [Video(title=f"burst {n}") for n in range(40)]  # more than the 16 packets it may leave unread
     closes_before = metric(gw, "lustrax_socketio_slow_closes_total")
     with clients(NodeClient(url(gw), transports=["websocket"])) as (reader,):

@@ -215,7 +215,7 @@ def test_adult_channels_need_an_age_token_at_the_handshake(gw: Settings) -> None
     async def scenario() -> None:
         assert (await refused(url(gw, age=False)))["code"] == "age_verification_required"
         expired = issue_age_token(gw.age_token_key, "self_declaration", "ZZ", 60, now=time.time() - 120)[0]
-        forged = issue_age_token("not-the-key", "self_declaration", "ZZ", 60)[0]
+        forged = issue_age_token("not-the-gateway-key-but-long-enough!", "self_declaration", "ZZ", 60)[0]
         for bad in (expired, forged):
             error = await refused(f"{url(gw, token(gw, 'erin'), age=False)}&age_token={bad}")
             assert (error["code"], error["field"]) == ("age_verification_required", "age_token")
