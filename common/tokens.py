@@ -151,7 +151,8 @@ def age_token_key(secret: str) -> str:
     return hmac.new(secret.encode(), _AGE_KEY_LABEL, hashlib.sha256).hexdigest()
 
 
-def issue_age_token(key: str, method: str, jurisdiction: str, ttl_s: int, now: float | None = None) -> tuple[str, AgeGrant]:
+def issue_age_token(key: str, method: str, jurisdiction: str, ttl_s: int,
+                    now: float | None = None) -> tuple[str, AgeGrant]:
     """A signed age token for a gate passed by `method` (one of common.age_policy.METHODS)."""
     if method not in METHODS:
         raise ValueError(f"unknown age-assurance method {method!r}")

@@ -182,8 +182,8 @@ class YotiClient:
         session_id = body.get("id")
         if not isinstance(session_id, str) or not YOTI_ID.fullmatch(session_id):
             raise _unavailable("the new session has no usable id")
-        view = f"{self.settings.yoti_user_view_url.rstrip('/')}?{urlencode({'sessionId': session_id, 'sdkId': self.sdk_id})}"
-        return ProviderSession(session_id, view)
+        query = urlencode({"sessionId": session_id, "sdkId": self.sdk_id})
+        return ProviderSession(session_id, f"{self.settings.yoti_user_view_url.rstrip('/')}?{query}")
 
     async def result(self, session_id: str) -> ProviderResult:
         response = await self._call("GET", f"sessions/{session_id}/result")

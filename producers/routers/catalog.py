@@ -64,8 +64,8 @@ def _not_found() -> ApiError:
 
 
 @router.get("/{video_id}", **operation(200, Video, errors=(404, 503), description="The catalog record."),
-            description="Anyone past the age gate reads a published video; its uploader and admins any state. 404 otherwise, as for "
-                        "an unknown id.")
+            description="Anyone past the age gate reads a published video; its uploader and admins any state. "
+                        "404 otherwise, as for an unknown id.")
 async def get_video(video_id: VideoIdPath, service: ServiceDep, principal: OptionalPrincipal,
                     _age: AgeVerifiedDep) -> dict[str, Any]:
     record = service.catalog.get(video_id)
@@ -87,8 +87,8 @@ async def _awaiting_upload(service: IngestService, video_id: str) -> VideoRecord
 
 
 @router.get("", **operation(200, VideoPage, errors=(403,), description="Newest first."),
-            description="Anyone past the age gate lists published videos; only admins any other state. `cursor` is a `next_cursor` "
-                        "this API issued for the same `state` (422 otherwise).")
+            description="Anyone past the age gate lists published videos; only admins any other state. `cursor` "
+                        "is a `next_cursor` this API issued for the same `state` (422 otherwise).")
 async def list_videos(service: ServiceDep, principal: OptionalPrincipal, _age: AgeVerifiedDep,
                       state: Annotated[str, Query(json_schema_extra={"enum": list(STATES)})] = PUBLISHED,
                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,

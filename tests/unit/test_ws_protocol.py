@@ -256,7 +256,8 @@ def test_a_client_ahead_joins_the_live_set_after_the_frames_it_has_seen() -> Non
     core = _core()
     core.history.horizon = 0
     ahead = (T0 + 10) * SEQ_PER_MS
-    core.handle(Session("c", ALICE, AGE_OK), orjson.dumps({"op": "subscribe", "channels": [FEED], "since": {FEED: ahead}}),
+    core.handle(Session("c", ALICE, AGE_OK),
+                orjson.dumps({"op": "subscribe", "channels": [FEED], "since": {FEED: ahead}}),
                 NOW)
     assert core.publish(_pub(), T0 + 10, NOW)[1:] == (set(), [])  # seq == ahead: already seen
     assert core.publish(_pub(), T0 + 11, NOW)[1:] == (set(), ["c"])
@@ -308,7 +309,8 @@ def test_channel_limit_forbidden_and_unauthenticated_channels_answer_error_frame
 
 def test_the_channel_limit_holds_within_the_first_message() -> None:
     core = _core(max_channels=2)
-    out = core.handle(Session("c", ALICE, AGE_OK), b'{"op":"subscribe","channels":["video:1","video:2","video:3"]}', NOW)
+    out = core.handle(Session("c", ALICE, AGE_OK), b'{"op":"subscribe","channels":["video:1","video:2","video:3"]}',
+                      NOW)
     assert [f.get("code") for f in _frames(out.replies)] == [None, None, "too_many_channels"]
     assert len(core.hub.channels_of("c")) == 2
 
