@@ -202,14 +202,14 @@ def test_the_page_refuses_what_it_should(pipeline: Any) -> None:
     from websockets.sync.client import connect
 
     settings, _ = pipeline
+    past_the_gate = f"{settings.gateway_url}?age_token={age_token(settings)}"
     with pytest.raises(InvalidStatus) as refused:
-        connect(settings.gateway_url, origin="http://evil.example").close()  # type: ignore[arg-type]
+        connect(past_the_gate, origin="http://evil.example").close()  # type: ignore[arg-type]
     assert refused.value.response.status_code == 403
     with pytest.raises(InvalidStatus) as refused:  # the page's origin, but not past the age gate
         connect(settings.gateway_url, origin=settings.page_origins[0]).close()  # type: ignore[arg-type]
     assert refused.value.response.status_code == 401
-    with connect(f"{settings.gateway_url}?age_token={age_token(settings)}",
-                 origin=settings.page_origins[0]) as socket:  # type: ignore[arg-type]
+    with connect(past_the_gate, origin=settings.page_origins[0]) as socket:  # type: ignore[arg-type]
         socket.send(json.dumps({"op": "subscribe", "channels": ["feed", "video:x"]}))
         answers = [json.loads(socket.recv(timeout=10)) for _ in range(2)]
     # Anonymous: the feed only.
