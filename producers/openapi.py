@@ -43,10 +43,12 @@ ERROR_DESCRIPTIONS = {
     401: "No bearer token, or one that is malformed, invalid, expired or lives too long "
          "(`unauthenticated`, `invalid_token`, `token_expired`, `token_lifetime_too_long`); on adult content, no "
          "age token its jurisdiction accepts (`age_verification_required`).",
-    403: "The token is valid but not allowed this (`forbidden`, `not_entitled`).",
-    404: "No such resource, or one the caller may not see (`not_found`).",
+    403: "The token is valid but not allowed this (`forbidden`, `not_entitled`); the age gate: a method the "
+         "jurisdiction does not accept, a failed or stale check, a webhook's bad signature (`method_not_accepted`, "
+         "`age_verification_failed`, `session_expired`, `invalid_signature`).",
+    404: "No such resource, or one the caller may not see (`not_found`, `provider_not_configured`).",
     409: "The resource is not in a state that allows this (`idempotency_conflict`, `upload_missing`, "
-         "`upload_changed`, `not_in_review`).",
+         "`upload_changed`, `not_in_review`, `verification_pending`).",
     413: "The body (LUSTRAX_INGEST_MAX_BODY_BYTES), a batch or a declared upload is too large.",
     415: "The body is not `application/json`, or the media type of an upload is not allowed.",
     422: "A field is missing, unknown or invalid; `field` names it (`events[3].user_id`).",
