@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.ws import THROUGHPUT_RATE, _cpu_s, _merge, _produce, _server, phase
+from bench.ws import THROUGHPUT_RATE, _cpu_s, _merge, _produce, _server, age_token, phase
 from common.process import free_port
 from common.settings import Settings, load_settings
 from lustrax.stack import LocalStack
@@ -35,7 +35,7 @@ def socketio_phase(settings: Settings, connections: int, rate: float, seconds: f
         producer = threading.Thread(target=_produce, args=(settings, rate, stop), daemon=True)
         client = subprocess.Popen(
             [sys.executable, "-m", "bench.socketio_load", "--url", f"http://127.0.0.1:{settings.socketio_port}",
-             "--connections", str(connections), "--seconds", str(seconds)],
+             "--connections", str(connections), "--seconds", str(seconds), "--age-token", age_token(settings)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert client.stdout is not None
         lines, cpu0, t0, cpu, window = [], 0.0, 0.0, 0.0, 1.0

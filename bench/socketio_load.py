@@ -25,9 +25,11 @@ from bench.ws_load import SEQ_PER_MS, LeanClient
 
 
 class SocketIOClient(LeanClient):
+    connect_packet = b"40"  # main() adds the auth: the age token (the feed is behind the age gate)
+
     def __init__(self, stats: ws_load.Stats, sample: bool, handshake: bytes, subscribe: bytes | None) -> None:
         # Sent right after the upgrade: join the default namespace (the gateway subscribes it to the feed).
-        super().__init__(stats, sample, handshake, b"40")
+        super().__init__(stats, sample, handshake, self.connect_packet)
 
     def packet(self, body: bytes) -> None:
         if body[:2] == b"42":
@@ -69,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--age-token", required=True, help="an age token the gateway accepts")
     args = parser.parse_args(argv)
+    SocketIOClient.connect_packet = b"40" + json.dumps({"age_token": args.age_token}).encode()
     import uvloop  # the client must cost less per packet than the server it measures
 
     # run_client makes its connections from the module's LeanClient: this one speaks Socket.IO.

@@ -39,6 +39,7 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from common.process import free_port
 from common.settings import Settings, load_settings
+from common.tokens import issue_age_token
 from lustrax.services import settings_env
 from lustrax.stack import LocalStack
 from schemas.codec import encode
@@ -89,6 +90,12 @@ def _cpu_s(pids: list[int]) -> float:
     return total / 100
 
 
+def age_token(settings: Settings) -> str:
+    """A self-declaration's age token: the gateway's feed is behind the age gate."""
+    return issue_age_token(settings.age_token_key, "self_declaration", settings.age_gate_default_jurisdiction,
+                           settings.age_token_ttl_s)[0]
+
+
 @contextmanager
 def _server(settings: Settings, kind: str, processes: int, rate: float, clients: int
             ) -> Iterator[tuple[str, list[int]]]:
@@ -104,7 +111,7 @@ def _server(settings: Settings, kind: str, processes: int, rate: float, clients:
         argv = [sys.executable, "-m", "lustrax.cli", "serve", "gateway"]
         env = {**settings_env(settings), "LUSTRAX_WS_PORT": str(port), "LUSTRAX_WS_PROCESSES": str(processes),
                "LUSTRAX_WS_MAX_CONNECTIONS_PER_IP": "50000", "LUSTRAX_WS_HISTORY_AGE_S": "60", "PATH": "/usr/bin:/bin"}
-        url = f"ws://127.0.0.1:{port}/v1/ws"
+        url = f"ws://127.0.0.1:{port}/v1/ws?age_token={age_token(settings)}"  # the feed is behind the age gate
     with (logs / f"bench-{kind}.log").open("ab") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.age_policy import AgePolicy, parse_jurisdictions
 from common.errors import ConfigError
-from common.tokens import DEFAULT_MAX_TTL_S
+from common.tokens import DEFAULT_MAX_TTL_S, AgeVerifier, age_token_key
 
 ENV_PREFIX = "LUSTRAX_"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -174,6 +175,30 @@ class Settings(BaseSettings):
     edge_allowed_origins: str | None = None
     trending_cache_s: float = Field(default=5.0, ge=0, le=300)  # GET /v1/trending answers are reused this long
 
+    # Age gate (common/age_policy.py, producers/routers/age_gate.py, docs/trust-and-safety.md)
+    age_token_secret: str | None = None  # None: the age tokens' key is derived from the JWT secret
+    age_token_ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)  # also the cookie's Max-Age
+    # Comma-separated ISO 3166-1 alpha-2 codes where only a highly effective method passes (e.g. "GB").
+    age_gate_strict_jurisdictions: str = ""
+    age_gate_default_jurisdiction: str = Field(default="ZZ", pattern=r"^[A-Z]{2}$")  # ZZ: unknown
+    # The header a trusted edge sets to the viewer's country (CloudFront-Viewer-Country); None: never read.
+    age_gate_jurisdiction_header: str | None = None
+    age_gate_min_age: int = Field(default=18, ge=18, le=25)
+    age_gate_rate_per_min: float = Field(default=30.0, gt=0)  # provider sessions and exchanges, per client IP
+    age_gate_burst: int = Field(default=20, gt=0)
+    # Where Yoti sends the user back and its webhook (the API's public https base); None: ingest_url.
+    age_gate_public_url: str | None = None
+    # Yoti Age Verification (producers/age_providers/yoti.py): off until the SDK id and API key are given.
+    yoti_api_url: str = "https://age.yoti.com/api/v1"
+    yoti_user_view_url: str = "https://age.yoti.com"
+    yoti_sdk_id: str | None = None
+    yoti_api_key: str | None = None
+    # Yoti's webhook signing key (PEM); None: the public key Yoti publishes, bundled in the package.
+    yoti_public_key_file: Path | None = None
+    yoti_age_estimation_threshold: int = Field(default=25, ge=18, le=30)  # Yoti advises a buffer over 18
+    age_gate_session_ttl_s: int = Field(default=900, ge=60, le=30 * 24 * 3600)
+    yoti_timeout_s: float = Field(default=10.0, gt=0)
+
     startup_timeout_s: float = Field(default=90.0, gt=0)
     # The supervisor (lustrax/restart_policy.py): a component that exits is restarted with backoff;
     # more than restart_max_failures exits within restart_window_s and it is given up.
@@ -182,6 +207,12 @@ class Settings(BaseSettings):
     restart_backoff_max_s: float = Field(default=15.0, gt=0)
     # How long a service may take to stop on SIGTERM before it is killed (`lustrax down`).
     stop_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("age_gate_strict_jurisdictions")
+    @classmethod
+    def _jurisdiction_codes(cls, value: str) -> str:
+        parse_jurisdictions(value)  # a ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> "Settings":
@@ -273,6 +304,24 @@ class Settings(BaseSettings):
     @cached_property
     def jwt_signing_secret(self) -> str:
         return self.jwt_secret or self._local_secret("jwt_secret", lambda: secrets.token_urlsafe(48))
+
+    @cached_property
+    def age_token_key(self) -> str:
+        """The age tokens' HS256 key, derived (common/tokens.py): never the JWT secret itself."""
+        return age_token_key(self.age_token_secret or self.jwt_signing_secret)
+
+    @cached_property
+    def age_policy(self) -> AgePolicy:
+        return AgePolicy(parse_jurisdictions(self.age_gate_strict_jurisdictions), self.age_gate_default_jurisdiction,
+                         self.age_gate_jurisdiction_header)
+
+    @property
+    def age_verifier(self) -> AgeVerifier:
+        return AgeVerifier(self.age_token_key, self.age_policy, self.age_token_ttl_s)
+
+    @property
+    def age_gate_base_url(self) -> str:
+        return (self.age_gate_public_url or self.ingest_url).rstrip("/")
 
     @cached_property
     def cloudfront_private_key_pem(self) -> str:

@@ -169,9 +169,9 @@ class GatewayClient:
         self.closed: str | None = None
 
     @classmethod
-    async def open(cls, url: str, token: str) -> GatewayClient:
+    async def open(cls, url: str, token: str, age_token: str) -> GatewayClient:
         try:
-            socket = await connect(f"{url}?token={token}", open_timeout=10, max_size=1 << 20)
+            socket = await connect(f"{url}?token={token}&age_token={age_token}", open_timeout=10, max_size=1 << 20)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise DemoFailed("stack", f"cannot connect to the gateway at {url}: {exc}") from None
         return cls(socket)
@@ -247,6 +247,20 @@ def _check_stack(settings: Settings, options: DemoOptions) -> list[str]:
     return down
 
 
+async def _pass_age_gate(api_url: str) -> str:
+    """The demo's viewer declares being 18 or older (POST /v1/age-gate): the gateway's feed and
+    video channels need the age token (docs/trust-and-safety.md)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        try:
+            answer = await client.post(f"{api_url}/v1/age-gate",
+                                       json={"method": "self_declaration", "confirm_over_18": True})
+        except httpx.HTTPError as exc:
+            raise DemoFailed("stack", f"the age gate did not answer: {exc}") from None
+    if answer.status_code != 200:
+        raise DemoFailed("stack", f"the age gate refused the demo ({answer.status_code}: {answer.text[:200]})")
+    return str(answer.json()["age_token"])
+
+
 def _status(url: str) -> int | None:
     try:
         return httpx.get(url, timeout=5).status_code
@@ -269,7 +283,7 @@ async def run_demo(settings: Settings, options: DemoOptions, out: TextIO = sys.s
         await asyncio.to_thread(_make_clip, clip, options.clip_s)
         display.step("clip", f"{clip.stat().st_size:,} bytes: {options.clip_s} s of 720p test pattern with a tone")
         token = issue_token(settings.jwt_signing_secret, DEMO_USER, (), 3600)
-        gateway = await GatewayClient.open(options.gateway_url, token)
+        gateway = await GatewayClient.open(options.gateway_url, token, await _pass_age_gate(options.api_url))
         try:
             await gateway.subscribe("stack", ["feed"])
             async with AsyncIngestClient(options.api_url, token) as api:

@@ -31,7 +31,8 @@ from infra.s3.buckets import s3_client
 from producers.deps import KIND_KEY, error_response, reject_unknown_query_parameters, service_of
 from producers.openapi import openapi_document
 from producers.playback import CatalogPlayback, PlaybackSigner
-from producers.routers import catalog, events, health, page, playback, review, uploads
+from producers.age_providers import configured_providers
+from producers.routers import age_gate, catalog, events, health, page, playback, review, uploads
 from producers.service import HumanReviewer, IngestService
 from producers.uploads import UploadService
 
@@ -58,15 +59,17 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
         app.state.playback_catalog = CatalogPlayback(service.catalog)
         app.state.playback_signer = PlaybackSigner(settings)
         app.state.trending = page.TrendingReader(settings)
+        app.state.age_gate = age_gate.AgeGate(settings, configured_providers(settings))
         service.start()
         yield
+        await app.state.age_gate.close()
         service.close(own_producer)
 
     app = FastAPI(title="LustraX ingest API", version="1.0.0", lifespan=lifespan,
                   description=__doc__, docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(reject_unknown_query_parameters)])
     for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router,
-                   page.router):
+                   page.router, age_gate.router):
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
 

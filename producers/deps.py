@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse
 
 from common.errors import ApiError
-from common.tokens import Principal
+from common.tokens import AGE_COOKIE, AgeGrant, Principal
 from infra.s3.layout import VIDEO_ID_PATTERN, is_video_id
 from producers.service import IngestService
 
@@ -75,6 +75,22 @@ async def optional_principal(request: Request) -> Principal | None:
     header = request.headers.get("authorization")
     return None if header is None else service_of(request).tokens.verify(header)
 
+
+# The age gate (API.md "Age gate", docs/trust-and-safety.md): the token as a header or the cookie.
+AGE_HEADER = "x-age-token"
+
+
+def age_token_of(request: Request) -> str | None:
+    return request.headers.get(AGE_HEADER) or request.cookies.get(AGE_COOKIE)
+
+
+async def age_verified(request: Request) -> AgeGrant:
+    """Nothing adult before the gate: an age token whose method the request's jurisdiction accepts
+    (common/age_policy.py), else 401 age_verification_required. Every adult route depends on it."""
+    return service_of(request).age_verifier.verify(age_token_of(request), request.headers)
+
+
+AgeVerifiedDep = Annotated[AgeGrant, Depends(age_verified)]
 
 
 def principal_of(kind: str) -> Any:

@@ -25,10 +25,11 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from common.settings import Settings
-from producers.deps import dependants, get_principal, optional_principal, read_json_body
+from producers.deps import AGE_COOKIE, age_verified, dependants, get_principal, optional_principal, read_json_body
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 BEARER = "bearer"
+AGE_TOKEN = "age_token"
 # The request bodies' adapters by component name: their schemas are made with the document (not at
 # import: the display-text pattern takes a scan of Unicode) and kept apart from the paths, which
 # FastAPI rewrites (it drops `default: null`).
@@ -40,11 +41,14 @@ SETTING_BOUNDS: list[tuple[str, str, str, str]] = []
 ERROR_DESCRIPTIONS = {
     400: "The body is not valid JSON (`invalid_json`).",
     401: "No bearer token, or one that is malformed, invalid, expired or lives too long "
-         "(`unauthenticated`, `invalid_token`, `token_expired`, `token_lifetime_too_long`).",
-    403: "The token is valid but not allowed this (`forbidden`, `not_entitled`).",
-    404: "No such resource, or one the caller may not see (`not_found`).",
+         "(`unauthenticated`, `invalid_token`, `token_expired`, `token_lifetime_too_long`); on adult content, no "
+         "age token its jurisdiction accepts (`age_verification_required`).",
+    403: "The token is valid but not allowed this (`forbidden`, `not_entitled`); the age gate: a method the "
+         "jurisdiction does not accept, a failed or stale check, a webhook's bad signature (`method_not_accepted`, "
+         "`age_verification_failed`, `session_expired`, `invalid_signature`).",
+    404: "No such resource, or one the caller may not see (`not_found`, `provider_not_configured`).",
     409: "The resource is not in a state that allows this (`idempotency_conflict`, `upload_missing`, "
-         "`upload_changed`, `not_in_review`).",
+         "`upload_changed`, `not_in_review`, `verification_pending`).",
     413: "The body (LUSTRAX_INGEST_MAX_BODY_BYTES), a batch or a declared upload is too large.",
     415: "The body is not `application/json`, or the media type of an upload is not allowed.",
     422: "A field is missing, unknown or invalid; `field` names it (`events[3].user_id`).",
@@ -116,19 +120,21 @@ def _calls(dependant: Dependant) -> set[Callable[..., Any]]:
 
 
 def security_of(route: Any) -> list[dict[str, list[str]]]:
-    """What the route's dependencies ask for: a bearer token, optionally one, or nothing."""
+    """What the route's dependencies ask for: a bearer token, optionally one, or nothing; and with
+    each, the age token where the route serves adult content (`age_verified`)."""
     calls = _calls(route.dependant)
+    age: dict[str, list[str]] = {AGE_TOKEN: []} if age_verified in calls else {}
     if get_principal in calls:
-        return [{BEARER: []}]
+        return [{BEARER: [], **age}]
     if optional_principal in calls:
-        return [{}, {BEARER: []}]
-    return []
+        return [{**age}, {BEARER: [], **age}]
+    return [age] if age else []
 
 
 def implied_errors(route: Any) -> tuple[int, ...]:
     calls = _calls(route.dependant)
     implied: list[int] = []
-    if get_principal in calls or optional_principal in calls:
+    if get_principal in calls or optional_principal in calls or age_verified in calls:
         implied += AUTH_ERRORS
     if read_json_body in calls:
         implied += BODY_ERRORS
@@ -158,8 +164,12 @@ def openapi_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
     schemas.update(error.pop("$defs"), Error=error)
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body: ours is Error
         schemas.pop(unused, None)
-    document["components"]["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                                          "description": "API.md \"Auth\": HS256, `sub` is the user"}}
+    document["components"]["securitySchemes"] = {
+        BEARER: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                 "description": "API.md \"Auth\": HS256, `sub` is the user"},
+        AGE_TOKEN: {"type": "apiKey", "in": "header", "name": "X-Age-Token",
+                    "description": f"The age token of `POST /v1/age-gate` (or the `{AGE_COOKIE}` cookie it sets); "
+                                   "without an accepted one: 401 `age_verification_required`."}}
     for route in api_routes(app):
         for method in route.methods:
             entry = document["paths"][route.path_format][method.lower()]

@@ -60,6 +60,7 @@ class IngestService:
         self.like_limiter = TokenBucketLimiter(settings.ingest_like_burst, settings.ingest_like_rate_per_min / 60)
         self.recent = RecentIds()
         self.tokens = TokenVerifier(settings.jwt_signing_secret, max_ttl_s=settings.jwt_max_ttl_s)
+        self.age_verifier = settings.age_verifier
 
     def start(self) -> None:
         self.catalog_feed.start()

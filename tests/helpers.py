@@ -143,3 +143,16 @@ def wait_until_caught_up(bootstrap: str, group: str, topics: list[str], timeout_
     finally:
         probe.close()
     raise AssertionError(f"{group} did not catch up with {topics} within {timeout_s} s")
+
+
+def age_token(settings: Any, method: str = "self_declaration", jurisdiction: str = "ZZ") -> str:
+    """An age token as POST /v1/age-gate issues it (tests/integration/test_age_gate.py checks that
+    route itself): what every test of adult content (catalog, playback, gateway) passes."""
+    from common.tokens import issue_age_token
+
+    return issue_age_token(settings.age_token_key, method, jurisdiction, settings.age_token_ttl_s)[0]
+
+
+def age_headers(settings: Any, **headers: str) -> dict[str, str]:
+    """`headers` plus the X-Age-Token header of a fresh age token."""
+    return {**headers, "X-Age-Token": age_token(settings)}

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from gateways.ws.protocol import FEED, ProtocolError
+from common.tokens import AGE_COOKIE
+from gateways.ws.protocol import FEED, ProtocolError, cookie_value
 
 EVENT = "2"  # the Socket.IO packet type; the default namespace "/" is left out
 _DATA = b',"data":'
@@ -55,22 +56,28 @@ def subscribe_message(op: str, payload: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Handshake:
-    """What `io(url, {auth: {token, since}})` brought: a bearer value and the feed's resume point."""
+    """What `io(url, {auth: {token, since, age_token}})` brought: a bearer value, the feed's resume
+    point and the age token (docs/trust-and-safety.md)."""
 
     authorization: str | None
     since: Any = None  # checked by the core like a subscribe's since: SEQ or {seq, epoch}
+    age_token: str | None = None
 
 
-def parse_handshake(auth: Any, authorization_header: str | None) -> Handshake:
-    """The Socket.IO CONNECT payload (`auth`), else the HTTP Authorization header of the handshake."""
+def parse_handshake(auth: Any, authorization_header: str | None, cookie_header: str | None = None) -> Handshake:
+    """The Socket.IO CONNECT payload (`auth`), else the HTTP Authorization header (and for the age
+    token the lustrax_age cookie) of the handshake."""
     if auth is None:
         auth = {}
     if not isinstance(auth, dict):
-        raise ProtocolError("bad_message", "auth must be an object {token, since}")
+        raise ProtocolError("bad_message", "auth must be an object {token, since, age_token}")
+    for name in ("token", "age_token"):
+        value = auth.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ProtocolError("bad_message", f"auth.{name} must be a non-empty string")
     token = auth.get("token")
-    if token is not None and (not isinstance(token, str) or not token):
-        raise ProtocolError("bad_message", "auth.token must be a non-empty string")
-    return Handshake(f"Bearer {token}" if token else authorization_header, auth.get("since"))
+    return Handshake(f"Bearer {token}" if token else authorization_header, auth.get("since"),
+                     auth.get("age_token") or cookie_value(cookie_header, AGE_COOKIE))
 
 
 def feed_subscription(handshake: Handshake) -> bytes:

@@ -166,16 +166,23 @@ class SocketIOTransport:
         if self._per_ip[ip] >= self.settings.ws_max_connections_per_ip:
             raise self._refuse("per_ip", "too_many_connections", "too many connections from this address")
         try:
-            handshake = parse_handshake(auth, environ.get("HTTP_AUTHORIZATION"))
+            handshake = parse_handshake(auth, environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_COOKIE"))
         except ProtocolError as exc:
             raise self._refuse("auth", exc.code, exc.message, "auth") from None
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1")
+                   for name, value in environ.get("asgi.scope", {}).get("headers", [])}
+        try:
+            age_until = self.gateway.age_of_handshake(handshake.age_token, handshake.authorization is not None,
+                                                      headers)
+        except ApiError as exc:
+            raise self._refuse("age_token", exc.code, exc.message, exc.field) from None
         principal: Principal | None = None
         if handshake.authorization is not None or not self.settings.ws_anonymous_feed:
             try:
                 principal = self.gateway.verifier.verify(handshake.authorization)
             except ApiError as exc:
                 raise self._refuse("token", exc.code, exc.message, "token") from None
-        session = Session(self.sio.manager.eio_sid_from_sid(sid, "/"), principal)
+        session = Session(self.sio.manager.eio_sid_from_sid(sid, "/"), principal, age_until)
         self.sessions[sid] = session
         self._ip_of[sid] = ip
         self._per_ip[ip] += 1

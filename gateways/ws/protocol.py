@@ -20,6 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -93,9 +94,16 @@ def parse_channel(name: object) -> tuple[str, str]:
 
 
 def check_access(principal: Principal | None, channel: str, uploader_of: Callable[[str], str | None],
-                 anonymous_feed: bool) -> None:
-    """Raise ProtocolError unless `principal` (None: anonymous) may subscribe to `channel`."""
+                 anonymous_feed: bool, age_verified: bool) -> None:
+    """Raise ProtocolError unless `principal` (None: anonymous) may subscribe to `channel`.
+
+    `feed` and `video:{id}` carry titles and thumbnails: adult content, only for a connection that
+    passed the age gate (`age_verified`, checked by the handshake). `upload:{id}` carries an
+    upload's progress and moderation outcome to its uploader, no content: it needs no age token."""
     kind, ident = parse_channel(channel)
+    if kind != "upload" and not age_verified:
+        raise ProtocolError("age_verification_required",
+                            "this channel is adult content: connect with ?age_token= (POST /v1/age-gate)", channel)
     if principal is None:
         if kind == FEED and anonymous_feed:
             return
@@ -103,6 +111,17 @@ def check_access(principal: Principal | None, channel: str, uploader_of: Callabl
     if kind == "upload" and not principal.privileged and uploader_of(ident) != principal.user_id:
         # Unknown uploads are refused alike, so that the answer does not reveal which ids exist.
         raise ProtocolError("forbidden", "only the uploader or an admin may subscribe to an upload", channel)
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """One cookie of a Cookie header (the handshake's `lustrax_age`), None when absent or malformed."""
+    if not header:
+        return None
+    try:
+        morsel = SimpleCookie(header).get(name)
+    except CookieError:
+        return None
+    return morsel.value if morsel is not None and morsel.value else None
 
 
 # -- client messages ------------------------------------------------------------------------------
@@ -496,6 +515,7 @@ class Presence:
 class Session(Generic[C]):
     conn: C
     principal: Principal | None
+    age_until: float = 0.0  # the handshake's age token expires then (epoch s); 0: none, no adult channel
 
 
 @dataclass(frozen=True)
@@ -560,7 +580,8 @@ class Core(Generic[C]):
             try:
                 if expired:
                     raise ProtocolError("token_expired", "the token has expired: reconnect with a new one", channel)
-                check_access(session.principal, channel, self.uploaders.get, self.limits.anonymous_feed)
+                check_access(session.principal, channel, self.uploaders.get, self.limits.anonymous_feed,
+                             session.age_until > now)
                 current = self.hub.channels_of(session.conn)
                 if channel not in current and len(current) >= self.limits.max_channels:
                     raise ProtocolError("too_many_channels",

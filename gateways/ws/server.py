@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -41,9 +41,9 @@ from websockets.protocol import State
 from common.errors import ApiError
 from common.process import die_with_parent
 from common.settings import Settings, load_settings
-from common.tokens import Principal, TokenVerifier
+from common.tokens import AGE_COOKIE, AGE_TOKEN_FIELD, Principal, TokenVerifier
 from gateways.ws.fanout import Fanout
-from gateways.ws.protocol import Core, History, Limits, Positioned, Session, SEQ_PER_MS
+from gateways.ws.protocol import Core, History, Limits, Positioned, Session, SEQ_PER_MS, cookie_value
 
 log = logging.getLogger(__name__)
 WS_PATH = "/v1/ws"
@@ -149,11 +149,13 @@ class Gateway:
             History(settings.ws_history_size, settings.ws_history_age_s, epoch=""),
             Limits(settings.ws_max_channels, settings.ws_anonymous_feed), settings.ws_presence_interval_s)
         self.verifier = TokenVerifier(settings.jwt_signing_secret)
+        self.age_verifier = settings.age_verifier
         self.metrics = GatewayMetrics(self)
         self.sessions: dict[ServerConnection, Session[ServerConnection]] = {}
         # Who passed process_request; weak: a handshake that fails afterwards (Origin) never reaches
         # the handler that would pop it.
-        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, Principal | None] = weakref.WeakKeyDictionary()
+        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, tuple[Principal | None, float]] = \
+            weakref.WeakKeyDictionary()
         self._per_ip: Counter[str] = Counter()
         self._closing: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,28 +225,46 @@ class Gateway:
         if self._per_ip[connection.remote_address[0]] >= self.settings.ws_max_connections_per_ip:
             self.metrics.rejected.labels("per_ip").inc()
             return _json_response(connection, 429, "too_many_connections", "too many connections from this address")
-        token = parse_qs(url.query).get("token", [None])[0]
+        query = parse_qs(url.query)
+        token = query.get("token", [None])[0]
         authorization = f"Bearer {token}" if token else request.headers.get("Authorization")
+        age_token = query.get("age_token", [None])[0] or cookie_value(request.headers.get("Cookie"), AGE_COOKIE)
+        try:
+            age_until = self.age_of_handshake(age_token, authorization is not None, request.headers)
+        except ApiError as exc:
+            self.metrics.rejected.labels("age_token").inc()
+            return _json_response(connection, exc.status, exc.code, exc.message, exc.field)
         if authorization is None and self.settings.ws_anonymous_feed:
-            self._handshakes[connection] = None
+            self._handshakes[connection] = (None, age_until)
             return None
         try:
-            self._handshakes[connection] = self.verifier.verify(authorization)
+            self._handshakes[connection] = (self.verifier.verify(authorization), age_until)
         except ApiError as exc:
             self.metrics.rejected.labels("token").inc()
             return _json_response(connection, exc.status, exc.code, exc.message, "token")
         return None
 
+    def age_of_handshake(self, age_token: str | None, authenticated: bool, headers: Mapping[str, str]) -> float:
+        """The age gate at a handshake (docs/trust-and-safety.md): until when the connection may
+        subscribe to adult channels (0: never). A given age token must be accepted (401 otherwise);
+        without one a signed-in user gets only upload:{id}, and an anonymous client is refused."""
+        if age_token:
+            return self.age_verifier.verify(age_token, headers).expires_at
+        if not authenticated:
+            raise ApiError(401, "age_verification_required", "pass the age gate first (POST /v1/age-gate) and "
+                           "connect with ?age_token= or the lustrax_age cookie", AGE_TOKEN_FIELD)
+        return 0.0
+
     # -- one connection -------------------------------------------------------------------------
     async def _handle(self, connection: ServerConnection) -> None:
-        principal = self._handshakes.pop(connection, None)
+        principal, age_until = self._handshakes.pop(connection, (None, 0.0))
         ip = connection.remote_address[0]
         if self._per_ip[ip] >= self.settings.ws_max_connections_per_ip:  # handshakes that raced
             self.metrics.rejected.labels("per_ip").inc()
             await connection.close(1008, "too many connections from this address")
             return
         self._per_ip[ip] += 1
-        session = Session(connection, principal)
+        session = Session(connection, principal, age_until)
         self.sessions[connection] = session
         try:
             async for message in connection:

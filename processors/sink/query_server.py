@@ -28,15 +28,20 @@ QUERY_ROLES = frozenset({"admin", "analyst"})
 HealthCheck = Callable[[], str | None]
 
 
+class JsonReplyHandler(BaseHTTPRequestHandler):
+    """http.server's handler with a JSON answer."""
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 def make_handler(settings: Settings, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
-    class QueryHandler(BaseHTTPRequestHandler):
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class QueryHandler(JsonReplyHandler):
 
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             if self.path != "/healthz":

@@ -1,6 +1,7 @@
 """GET /v1/videos/{video_id} and GET /v1/videos: the catalog, from this replica's projection (docs/catalog.md).
 
-Anyone reads published videos; an unpublished one only its uploader and admins, and to anyone
+Anyone who passed the age gate reads published videos (titles and thumbnails are adult content:
+producers/deps.py `age_verified`); an unpublished one only its uploader and admins, and to anyone
 else it answers 404 exactly as an unknown id does. Listing any state but `published` is for admins.
 """
 
@@ -18,7 +19,7 @@ from common.errors import ApiError
 from common.tokens import Principal
 from infra.s3.layout import is_video_id
 from infra.s3.uploads import read_manifest
-from producers.deps import ServiceDep, VideoIdPath, optional_principal_of
+from producers.deps import AgeVerifiedDep, ServiceDep, VideoIdPath, optional_principal_of
 from producers.openapi import operation
 from producers.service import IngestService
 
@@ -63,9 +64,10 @@ def _not_found() -> ApiError:
 
 
 @router.get("/{video_id}", **operation(200, Video, errors=(404, 503), description="The catalog record."),
-            description="Anyone reads a published video; its uploader and admins any state. 404 otherwise, as for "
-                        "an unknown id.")
-async def get_video(video_id: VideoIdPath, service: ServiceDep, principal: OptionalPrincipal) -> dict[str, Any]:
+            description="Anyone past the age gate reads a published video; its uploader and admins any state. "
+                        "404 otherwise, as for an unknown id.")
+async def get_video(video_id: VideoIdPath, service: ServiceDep, principal: OptionalPrincipal,
+                    _age: AgeVerifiedDep) -> dict[str, Any]:
     record = service.catalog.get(video_id)
     if record is None and principal is not None and is_video_id(video_id):
         record = await _awaiting_upload(service, video_id)
@@ -85,9 +87,9 @@ async def _awaiting_upload(service: IngestService, video_id: str) -> VideoRecord
 
 
 @router.get("", **operation(200, VideoPage, errors=(403,), description="Newest first."),
-            description="Anyone lists published videos; only admins any other state. `cursor` is a `next_cursor` "
-                        "this API issued for the same `state` (422 otherwise).")
-async def list_videos(service: ServiceDep, principal: OptionalPrincipal,
+            description="Anyone past the age gate lists published videos; only admins any other state. `cursor` "
+                        "is a `next_cursor` this API issued for the same `state` (422 otherwise).")
+async def list_videos(service: ServiceDep, principal: OptionalPrincipal, _age: AgeVerifiedDep,
                       state: Annotated[str, Query(json_schema_extra={"enum": list(STATES)})] = PUBLISHED,
                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
                       cursor: Annotated[str | None, Query(max_length=512)] = None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from catalog.fold import PUBLISHED, public_view
 from common.errors import ApiError, LustraxError
 from common.settings import Settings
 from infra.clickhouse.analyst import query_file, run_sql
-from producers.deps import ServiceDep, set_kind
+from producers.deps import AgeVerifiedDep, ServiceDep, set_kind
 from producers.openapi import operation
 
 router = APIRouter()
@@ -143,7 +143,7 @@ class Trending(BaseModel):
             **operation(200, Trending, errors=(503,),
                         description="The catalog record of each published video with its counts, most viewed first; "
                                     "503 when ClickHouse (the sink's query endpoint) does not answer."))
-async def trending(request: Request, service: ServiceDep,
+async def trending(request: Request, service: ServiceDep, _age: AgeVerifiedDep,
                    minutes: Annotated[int, Query(ge=1, le=MAX_TRENDING_MINUTES)] = 60,
                    limit: Annotated[int, Query(ge=1, le=MAX_TRENDING_LIMIT)] = 10) -> JSONResponse:
     set_kind(request, "trending")

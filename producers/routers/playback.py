@@ -13,17 +13,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from common.tokens import Principal
-from producers.deps import ServiceDep, VideoIdPath, principal_of
+from producers.deps import AgeVerifiedDep, ServiceDep, VideoIdPath, principal_of
 from producers.openapi import operation
 from producers.playback import CatalogPlayback, PlaybackSigner
 
 router = APIRouter(prefix="/v1/videos")
 
 
-async def passed_age_gate(principal: Annotated[Principal, principal_of("playback")]) -> Principal:
-    """SEAM for the age gate (API.md "Age gate", the trust and safety issue): playback is for a
-    signed-in user who passed it. Not built yet, so nothing is checked here: every signed-in user
-    passes. The age gate replaces this body with its check (401 age_verification_required)."""
+async def passed_age_gate(principal: Annotated[Principal, principal_of("playback")],
+                          _age: AgeVerifiedDep) -> Principal:
+    """Playback is for a signed-in user who passed the age gate (API.md): the user token first,
+    then an accepted age token (producers/deps.py `age_verified`: 401 age_verification_required)."""
     return principal
 
 

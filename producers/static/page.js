@@ -1,5 +1,8 @@
 // The page at GET / (docs/page.md): the gateway's feed, the trending list and an hls.js player.
 // Everything shown comes from the network, so it is set as text, never as HTML.
+// Nothing is loaded before the age gate passes (docs/trust-and-safety.md): the page first shows the
+// "I am 18 or older" gate, gets an age token from POST /v1/age-gate (or a provider's check where the
+// jurisdiction requires one) and only then loads the catalog, trending and the gateway.
 "use strict";
 
 (() => {
@@ -11,6 +14,8 @@
   const TRENDING_POLL_MS = 5000;
   const MAX_FEED = 50;
   const MAX_FRAMES = 30;
+  const AGE_SESSION_KEY = "lustrax_age_session"; // a provider session awaiting its token (sessionStorage)
+  let ageToken = null; // from the age gate: sent as X-Age-Token and ?age_token= (the cookie too)
 
   const $ = (id) => document.getElementById(id);
   const resume = {}; // channel -> {seq, epoch}: where to resume after a reconnect
@@ -68,7 +73,7 @@
   }
 
   async function getJson(path) {
-    const response = await fetch(path, { headers: { Accept: "application/json" } });
+    const response = await fetch(path, { headers: { Accept: "application/json", "X-Age-Token": ageToken } });
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
     return response.json();
   }
@@ -88,7 +93,9 @@
   }
 
   function connect() {
-    const url = TOKEN ? `${GATEWAY_URL}?token=${encodeURIComponent(TOKEN)}` : GATEWAY_URL;
+    const query = new URLSearchParams({ age_token: ageToken });
+    if (TOKEN) query.set("token", TOKEN);
+    const url = `${GATEWAY_URL}?${query}`;
     socket = new WebSocket(url);
     socket.addEventListener("open", () => {
       retryMs = 500;
@@ -187,10 +194,72 @@
   $("player").addEventListener("ended", () => setPlayerStatus("ended", "ended"));
   $("player").addEventListener("error", () => setPlayerStatus("error", `media error ${$("player").error?.code}`));
 
-  loadFeed().catch((error) => setStatus("reconnecting", String(error))).finally(() => {
-    connect();
-    refreshTrending();
-    setInterval(refreshTrending, TRENDING_POLL_MS);
-    if (params.get("video")) play(params.get("video"));
-  });
+  // -- the age gate: first, and nothing else until it passes ------------------------------------
+  function setGateStatus(state, text) {
+    $("age-gate-status").dataset.state = state;
+    $("age-gate-status").textContent = text;
+  }
+
+  async function postJson(path, body) {
+    const response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body) });
+    const answer = await response.json().catch(() => ({}));
+    return { status: response.status, body: answer };
+  }
+
+  function start() {
+    $("age-gate").hidden = true;
+    $("content").hidden = false;
+    setStatus("connecting", "connecting to the gateway");
+    loadFeed().catch((error) => setStatus("reconnecting", String(error))).finally(() => {
+      connect();
+      refreshTrending();
+      setInterval(refreshTrending, TRENDING_POLL_MS);
+      if (params.get("video")) play(params.get("video"));
+    });
+  }
+
+  function passed(answer) {
+    if (answer.status !== 200) return false;
+    ageToken = answer.body.age_token;
+    start();
+    return true;
+  }
+
+  async function declare() {
+    $("age-gate-confirm").disabled = true;
+    const answer = await postJson("/v1/age-gate", { method: "self_declaration", confirm_over_18: true });
+    if (passed(answer)) return;
+    $("age-gate-confirm").disabled = false;
+    const error = answer.body.error || {};
+    if (error.code === "method_not_accepted") {
+      setGateStatus("error", "Where you are, the law requires a stronger age check.");
+      $("age-gate-provider").hidden = false;
+    } else {
+      setGateStatus("error", `the age gate answered ${answer.status}: ${error.message || ""}`);
+    }
+  }
+
+  async function verifyWithProvider() {
+    const answer = await postJson("/v1/age-gate/sessions", { provider: "yoti" });
+    if (answer.status !== 201) {
+      setGateStatus("error", `no age check available: ${(answer.body.error || {}).message || answer.status}`);
+      return;
+    }
+    sessionStorage.setItem(AGE_SESSION_KEY, answer.body.session_id);
+    location.assign(answer.body.redirect_url); // the provider's page; it sends the user back here
+  }
+
+  async function exchange(sessionId, attempt) {
+    const answer = await postJson(`/v1/age-gate/sessions/${encodeURIComponent(sessionId)}/token`);
+    if (passed(answer)) { sessionStorage.removeItem(AGE_SESSION_KEY); return; }
+    if (answer.status === 409 && attempt < 5) { setTimeout(() => exchange(sessionId, attempt + 1), 2000); return; }
+    sessionStorage.removeItem(AGE_SESSION_KEY);
+    setGateStatus("error", `the age check did not pass: ${(answer.body.error || {}).message || answer.status}`);
+  }
+
+  $("age-gate-confirm").addEventListener("click", declare);
+  $("age-gate-provider").addEventListener("click", verifyWithProvider);
+  const returning = sessionStorage.getItem(AGE_SESSION_KEY);
+  if (returning && new URLSearchParams(location.search).get("age_gate")) exchange(returning, 0);
 })();

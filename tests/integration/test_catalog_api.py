@@ -31,7 +31,7 @@ from processors.moderation.moderate import ModerationRecord
 from producers.app import create_app
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import records_on, served
+from tests.helpers import age_headers, records_on, served
 from tests.lifecycle import T0, Event, Video
 
 STATES = ("uploaded", "transcoding", "transcoded", "failed", "in_review", "rejected", "published")
@@ -63,8 +63,9 @@ def wait_state(api: httpx.Client, admin: dict[str, str], video_id: str, state: s
 
 
 @pytest.fixture(scope="module")
-def api(ingest_api: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=ingest_api, timeout=30) as client:
+def api(ingest_api: str, stack: Settings) -> Iterator[httpx.Client]:
+    """A client past the age gate (the catalog is adult content: tests/integration/test_age_gate.py)."""
+    with httpx.Client(base_url=ingest_api, timeout=30, headers=age_headers(stack)) as client:
         yield client
 
 
@@ -329,7 +330,7 @@ def test_a_catalog_rebuilt_from_the_topics_answers_the_same(stack: Settings, api
         assert public_view(record) == api.get(f"/v1/videos/{video.video_id}", headers=admin).json()
     # A second replica started now, over HTTP: the same records and the same listings.
     with served(create_app(stack, reviewer=human_reviewer(stack))) as replica_url, \
-            httpx.Client(base_url=replica_url, timeout=30) as replica:
+            httpx.Client(base_url=replica_url, timeout=30, headers=age_headers(stack)) as replica:
         deadline = time.monotonic() + 30
         while (ready := replica.get("/readyz")).status_code != 200:
             assert time.monotonic() < deadline, ready.text

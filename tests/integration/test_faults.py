@@ -60,7 +60,7 @@ from producers.simulate import TrafficModel
 from schemas.codec import decode, encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import running_service
+from tests.helpers import age_headers, age_token, running_service
 from tests.integration.test_cli import _fresh_env, _lustrax, _processes_using
 from tests.integration.test_moderation_rejected import short_clip
 from tests.integration.test_supervisor import _settings
@@ -389,7 +389,7 @@ def test_a_killed_gateways_client_resumes_on_another_with_what_it_missed(supervi
     other = settings.model_copy(update={"ws_port": free_port(), "socketio_port": free_port()})
 
     def ws_url(port: int) -> str:
-        return f"ws://127.0.0.1:{port}/v1/ws?token={alice}"
+        return f"ws://127.0.0.1:{port}/v1/ws?token={alice}&age_token={age_token(settings)}"
 
     async def subscribe(ws: ClientConnection, since: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         await ws.send(orjson.dumps({"op": "subscribe", "channels": channels, **({"since": since} if since else {})}))
@@ -709,7 +709,8 @@ def _published_once(settings: Settings, video_id: str, after_ms: float) -> dict[
         settings, "SELECT count() FROM {db}.publications WHERE video_id = {v:String}", {"v": video_id})[1][0][0])
     _, rows = run_sql(settings, "SELECT count() FROM {db}.publications WHERE video_id = {v:String}", {"v": video_id})
     assert rows == [[1]]
-    answer = httpx.get(f"http://127.0.0.1:{settings.ingest_port}/v1/videos/{video_id}", timeout=10)
+    answer = httpx.get(f"http://127.0.0.1:{settings.ingest_port}/v1/videos/{video_id}", headers=age_headers(settings),
+                       timeout=10)
     assert answer.status_code == 200 and answer.json()["state"] == "published", answer.text
     return published[0][0]
 

@@ -26,7 +26,7 @@ from processors.moderation.policy import parse_policy
 from processors.moderation.review import ReviewConflict, human_decision
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import records_on, running_service
+from tests.helpers import age_headers, records_on, running_service
 from tests.integration.test_moderation_rejected import moderation_worker, short_clip, transcoder_settings
 from tests.integration.test_transcode_worker import _upload
 
@@ -95,9 +95,10 @@ def test_an_upload_is_transcoded_moderated_and_published(workers: Settings, publ
         record = f"{workers.s3_endpoint}/{workers.s3_staging_bucket}/moderation/{video_id}.json"
         assert anonymous.get(record).status_code == 403
 
-        # The catalog says so too, to anyone (the API folds the same events).
+        # The catalog says so too, to anyone past the age gate (the API folds the same events).
         deadline = time.monotonic() + 30
-        while (video := anonymous.get(f"{ingest_api}/v1/videos/{video_id}")).status_code != 200:
+        while (video := anonymous.get(f"{ingest_api}/v1/videos/{video_id}",
+                                      headers=age_headers(workers))).status_code != 200:
             assert time.monotonic() < deadline, video.text
             time.sleep(0.3)
         body = video.json()

@@ -24,6 +24,7 @@ from common.tokens import issue_token
 from processors.sink.query_server import start_query_server
 from processors.sink.service import sink_health
 from producers.app import create_app
+from tests.helpers import age_headers
 
 pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
@@ -49,9 +50,10 @@ def sink_queries(stack: Settings, sink: Any) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def admin(stack: Settings) -> dict[str, str]:
-    """An admin's token: every operation is reachable (schemathesis also tries each one without it
-    and with a bad one)."""
-    return {"Authorization": f"Bearer {issue_token(stack.jwt_signing_secret, 'contract-admin', ('admin',), 3600)}"}
+    """An admin's token and an age token: every operation is reachable (schemathesis also tries each
+    one without them and with bad ones)."""
+    token = issue_token(stack.jwt_signing_secret, "contract-admin", ("admin",), 3600)
+    return age_headers(stack, Authorization=f"Bearer {token}")
 
 
 def accepted_events(ingest_api: str) -> float:

@@ -30,7 +30,7 @@ from lustrax.services import settings_env
 from processors.sink.query_server import start_query_server
 from processors.sink.service import sink_health
 from producers.routers.page import HLS_JS
-from tests.helpers import running_services
+from tests.helpers import age_headers, age_token, running_services
 
 pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
@@ -84,8 +84,18 @@ def test_the_page_shows_a_fresh_upload_and_plays_it_and_the_demo_shows_the_flow(
             page = browser.new_page()
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             page.on("console", lambda m: page_errors.append(m.text) if "Content Security Policy" in m.text else None)
+            loaded: list[str] = []
+            page.on("request", lambda request: loaded.append(request.url))
+            page.on("websocket", lambda socket: loaded.append(socket.url))
             page.goto(f"{settings.ingest_url}/")
+            # The age gate first: nothing of the catalog, trending, the gateway or the CDN before it passes.
+            page.wait_for_selector("#age-gate-confirm", state="visible", timeout=10_000)
+            assert page.is_hidden("#content") and page.locator("#feed li, #trending li").count() == 0
+            assert [url for url in loaded if "/v1/" in url or url.startswith("ws")
+                    or url.startswith(settings.public_base_url)] == [], loaded
+            page.click("#age-gate-confirm")
             _wait_for(page, "document.getElementById('status').dataset.state === 'live'", 20)
+            assert any(url.endswith("/v1/age-gate") for url in loaded) and page.is_hidden("#age-gate")
 
             demo = _demo(settings, "--clip-seconds", "3", "--simulate-seconds", "4", "--rate", "60", "--wait", "45")
             try:
@@ -145,19 +155,21 @@ def test_the_page_is_served_with_a_strict_policy_and_documented(pipeline: Any) -
         document = api.get("/openapi.json").json()
         root = document["paths"]["/"]["get"]
         assert "text/html" in root["responses"]["200"]["content"] and root["security"] == []
-        assert document["paths"]["/v1/trending"]["get"]["security"] == []
+        assert document["paths"]["/v1/trending"]["get"]["security"] == [{"age_token": []}]  # adult content
 
+        assert api.get("/v1/trending").json()["error"]["code"] == "age_verification_required"
         for bad, field in (("limit=0", "limit"), ("limit=51", "limit"), ("minutes=99999", "minutes")):
-            error = api.get(f"/v1/trending?{bad}")
+            error = api.get(f"/v1/trending?{bad}", headers=age_headers(settings))
             assert error.status_code == 422 and error.json()["error"]["field"] == field, bad
 
 
 def test_trending_lists_published_videos_only(pipeline: Any) -> None:
     settings, _ = pipeline
-    body = httpx.get(f"{settings.ingest_url}/v1/trending?minutes=60&limit=50", timeout=10).json()
+    adult = age_headers(settings)
+    body = httpx.get(f"{settings.ingest_url}/v1/trending?minutes=60&limit=50", headers=adult, timeout=10).json()
     assert body["items"], "the demo's video is trending"
     for item in body["items"]:
-        video = httpx.get(f"{settings.ingest_url}/v1/videos/{item['video_id']}", timeout=10).json()
+        video = httpx.get(f"{settings.ingest_url}/v1/videos/{item['video_id']}", headers=adult, timeout=10).json()
         assert video["state"] == "published" and item["video_url"] == video["video_url"]
     # Most viewed first; other tests' published videos may have only likes in the window (0 views).
     views = [item["views"] for item in body["items"]]
@@ -190,16 +202,21 @@ def test_the_page_refuses_what_it_should(pipeline: Any) -> None:
     from websockets.sync.client import connect
 
     settings, _ = pipeline
+    past_the_gate = f"{settings.gateway_url}?age_token={age_token(settings)}"
     with pytest.raises(InvalidStatus) as refused:
-        connect(settings.gateway_url, origin="http://evil.example").close()  # type: ignore[arg-type]
+        connect(past_the_gate, origin="http://evil.example").close()  # type: ignore[arg-type]
     assert refused.value.response.status_code == 403
-    with connect(settings.gateway_url, origin=settings.page_origins[0]) as socket:  # type: ignore[arg-type]
+    with pytest.raises(InvalidStatus) as refused:  # the page's origin, but not past the age gate
+        connect(settings.gateway_url, origin=settings.page_origins[0]).close()  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 401
+    with connect(past_the_gate, origin=settings.page_origins[0]) as socket:  # type: ignore[arg-type]
         socket.send(json.dumps({"op": "subscribe", "channels": ["feed", "video:x"]}))
         answers = [json.loads(socket.recv(timeout=10)) for _ in range(2)]
     # Anonymous: the feed only.
     assert {a["type"] for a in answers} == {"subscribed", "error"}
     assert next(a for a in answers if a["type"] == "error")["code"] == "unauthenticated"
-    playlist = next(iter(httpx.get(f"{settings.ingest_url}/v1/trending", timeout=10).json()["items"]))["video_url"]
+    trending = httpx.get(f"{settings.ingest_url}/v1/trending", headers=age_headers(settings), timeout=10)
+    playlist = next(iter(trending.json()["items"]))["video_url"]
     evil = httpx.get(playlist, headers={"Origin": "http://evil.example"}, timeout=10)
     assert evil.status_code == 200 and "access-control-allow-origin" not in evil.headers
     ours = httpx.get(playlist, headers={"Origin": settings.page_origins[0]}, timeout=10)

@@ -18,7 +18,7 @@ from infra.s3.buckets import s3_client
 from infra.s3.layout import public_prefix
 from producers.app import create_app
 from producers.playback import PlaybackSigner
-from tests.helpers import served
+from tests.helpers import age_headers, served
 from tests.integration.test_catalog_api import produce
 from tests.lifecycle import Video
 
@@ -54,7 +54,7 @@ def videos(stack: Settings, delivery: tuple[Settings, str, str]) -> dict[str, st
                       ContentType="application/vnd.apple.mpegurl", CacheControl="public, max-age=60")
     produce(stack, events)
     api_url, deadline = delivery[2], time.monotonic() + 30
-    while any(httpx.get(f"{api_url}/v1/videos/{ids[name]}").status_code != 200
+    while any(httpx.get(f"{api_url}/v1/videos/{ids[name]}", headers=age_headers(stack)).status_code != 200
               for name in ("free", "premium", "other_premium")):  # the API's catalog has folded them
         assert time.monotonic() < deadline, "the catalog did not show the published videos"
         time.sleep(0.2)
@@ -62,8 +62,9 @@ def videos(stack: Settings, delivery: tuple[Settings, str, str]) -> dict[str, st
 
 
 def _token(stack: Settings, *roles: str, premium: bool = False) -> dict[str, str]:
+    """A viewer's token, past the age gate (playback needs both: tests/integration/test_age_gate.py)."""
     token = issue_token(stack.jwt_signing_secret, f"viewer-{uuid.uuid4().hex[:8]}", roles, premium=premium)
-    return {"Authorization": f"Bearer {token}"}
+    return age_headers(stack, Authorization=f"Bearer {token}")
 
 
 def _cookie_header(cookies: dict[str, str]) -> dict[str, str]:

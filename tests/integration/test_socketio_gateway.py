@@ -25,7 +25,7 @@ from lustrax.services import http_ok
 from schemas.codec import encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import metric_sum, running_service
+from tests.helpers import age_token, metric_sum, running_service
 from tests.lifecycle import Event, Video
 
 pytestmark = pytest.mark.integration
@@ -36,9 +36,15 @@ Line = dict[str, Any]
 
 
 class NodeClient:
-    """One `node feed.js` process; its stdout lines (JSON, or the seed's own console.log) in order."""
+    """One `node feed.js` process; its stdout lines (JSON, or the seed's own console.log) in order.
+    It passes the age gate (auth.age_token) with `default_age_token` unless given `age_token=None`."""
 
-    def __init__(self, url: str, **options: Any) -> None:
+    default_age_token: str | None = None  # set by the module's `passed_the_age_gate` fixture
+
+    def __init__(self, url: str, age_token: str | None = "default", **options: Any) -> None:
+        age = self.default_age_token if age_token == "default" else age_token
+        if age:
+            options["auth"] = {**(options.get("auth") or {}), "age_token": age}
         self.process = subprocess.Popen(["node", str(CLIENT / "feed.js"), url, json.dumps(options)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True, cwd=CLIENT)
@@ -116,6 +122,13 @@ def gateway(stack: Settings, **overrides: Any) -> Iterator[Settings]:
             assert time.monotonic() < deadline, "the Socket.IO port did not open"
             time.sleep(0.05)
         yield settings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def passed_the_age_gate(stack: Settings) -> Iterator[None]:
+    NodeClient.default_age_token = age_token(stack)
+    yield
+    NodeClient.default_age_token = None
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +217,12 @@ def test_bad_tokens_forbidden_channels_unknown_events_and_origins_are_refused(gw
                  NodeClient(url(gw), auth={"token": token(gw, "dave")}, subscribe=[f"upload:{upload.video_id}"]),
                  NodeClient(url(gw), transports=["polling"], io={"extraHeaders": {"Origin": "http://evil.example"}}),
                  NodeClient(url(gw), transports=["websocket"], io={"reconnection": False},
-                            emit=[["subscribe", {"channels": ["feed"], "pad": "x" * (gw.ws_max_message_bytes + 1)}]])
-                 ) as (garbage, forged, typed, anonymous, dave, evil, big):
+                            emit=[["subscribe", {"channels": ["feed"], "pad": "x" * (gw.ws_max_message_bytes + 1)}]]),
+                 NodeClient(url(gw), age_token=None), NodeClient(url(gw), age_token="forged.age.token")
+                 ) as (garbage, forged, typed, anonymous, dave, evil, big, unverified, forged_age):
+        for client in (unverified, forged_age):  # docs/trust-and-safety.md: no adult channel before the gate
+            refused = client.event("connect_error")
+            assert (refused["message"], refused["data"]["field"]) == ("age_verification_required", "age_token")
         for client in (garbage, forged):
             refused = client.event("connect_error")
             assert refused["message"] == "invalid_token"
@@ -224,7 +241,7 @@ def test_bad_tokens_forbidden_channels_unknown_events_and_origins_are_refused(gw
         assert evil.events("connect") == []
         big.event("connect")
         assert big.event("disconnect")["reason"] == "transport close"  # a message over the limit: closed
-        for client in (garbage, forged, typed):
+        for client in (garbage, forged, typed, unverified, forged_age):
             assert client.events("connect") == [] and client.events("subscribed") == []
     assert metric(gw, "lustrax_socketio_rejected_connections_total", reason="token") == rejected_before + 2
 
@@ -233,7 +250,8 @@ def test_a_client_that_stops_polling_is_dropped_and_does_not_delay_the_others(gw
     polling = f"{url(gw)}/socket.io/?EIO=4&transport=polling"
     with httpx.Client(timeout=10) as http:  # Engine.IO by hand: open, join the namespace, never poll again
         sid = orjson.loads(http.get(polling).text[1:])["sid"]
-        assert http.post(f"{polling}&sid={sid}", content="40").text == "OK"
+        joined = "40" + orjson.dumps({"age_token": age_token(gw)}).decode()  # past the age gate: the feed
+        assert http.post(f"{polling}&sid={sid}", content=joined).text == "OK"
     burst = [Video(title=f"burst {n}") for n in range(40)]  # more than the 16 packets it may leave unread
     closes_before = metric(gw, "lustrax_socketio_slow_closes_total")
     with clients(NodeClient(url(gw), transports=["websocket"])) as (reader,):

@@ -9,6 +9,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlencode
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,12 +20,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from common.process import free_port
 from common.settings import Settings
-from common.tokens import issue_token
+from common.tokens import issue_age_token, issue_token
 from infra.kafka.producer import OutgoingMessage, produce_acknowledged
 from schemas.codec import encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import metric_sum, running_service
+from tests.helpers import age_token, metric_sum, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +43,10 @@ def gw(stack: Settings) -> Iterator[Settings]:
         yield settings
 
 
-def url(settings: Settings, token: str | None = None) -> str:
-    return f"ws://127.0.0.1:{settings.ws_port}/v1/ws" + (f"?token={token}" if token else "")
+def url(settings: Settings, token: str | None = None, age: bool = True) -> str:
+    """The endpoint, with a user token if given and, unless `age` is false, an age token."""
+    query = {**({"token": token} if token else {}), **({"age_token": age_token(settings)} if age else {})}
+    return f"ws://127.0.0.1:{settings.ws_port}/v1/ws" + (f"?{urlencode(query)}" if query else "")
 
 
 def token(settings: Settings, user: str, *roles: str) -> str:
@@ -196,6 +199,36 @@ def test_bad_messages_tokens_origins_and_limits(gw: Settings) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/healthz", timeout=5) as response:
         assert response.status == 200
     assert metric(gw, "lustrax_ws_rejected_connections_total", reason="token") >= 2
+
+
+def test_adult_channels_need_an_age_token_at_the_handshake(gw: Settings) -> None:
+    """docs/trust-and-safety.md: an anonymous client without an age token is refused, a forged or
+    expired one is refused, a signed-in user without one gets upload:{id} only; the cookie counts."""
+    async def refused(address: str, **options: Any) -> dict[str, Any]:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(address, **options):
+                pass
+        assert info.value.response.status_code == 401
+        error: dict[str, Any] = orjson.loads(info.value.response.body)["error"]
+        return error
+
+    async def scenario() -> None:
+        assert (await refused(url(gw, age=False)))["code"] == "age_verification_required"
+        expired = issue_age_token(gw.age_token_key, "self_declaration", "ZZ", 60, now=time.time() - 120)[0]
+        forged = issue_age_token("not-the-gateway-key-but-long-enough!", "self_declaration", "ZZ", 60)[0]
+        for bad in (expired, forged):
+            error = await refused(f"{url(gw, token(gw, 'erin'), age=False)}&age_token={bad}")
+            assert (error["code"], error["field"]) == ("age_verification_required", "age_token")
+        async with connect(url(gw, token(gw, "erin"), age=False)) as ws:
+            replies = await subscribe(ws, ["feed", "video:a", "upload:unknown-upload"])
+            assert [(r["channel"], r.get("code")) for r in replies] == [
+                ("feed", "age_verification_required"), ("video:a", "age_verification_required"),
+                ("upload:unknown-upload", "forbidden")]  # the upload rules still apply, the age gate does not
+        async with connect(url(gw, age=False), additional_headers={"Cookie": f"lustrax_age={age_token(gw)}"}) as ws:
+            assert [r.get("code") for r in await subscribe(ws, ["feed"])] == [None]
+
+    asyncio.run(scenario())
+    assert metric(gw, "lustrax_ws_rejected_connections_total", reason="age_token") >= 3
 
 
 def test_a_client_that_stops_reading_does_not_delay_the_others_and_is_closed_slow(gw: Settings) -> None:

@@ -11,12 +11,18 @@ from fastapi import APIRouter, FastAPI
 from common.settings import load_settings
 from producers.app import create_app
 from producers.deps import PrincipalDep
-from producers.openapi import BEARER, BODY_ERRORS, api_routes, openapi_document, operation
+from producers.openapi import AGE_TOKEN, BEARER, BODY_ERRORS, api_routes, openapi_document, operation
 
 ERROR_REF = "#/components/schemas/Error"
 # Operations anyone may call: a route that forgot its principal shows up here, so each is listed on purpose.
 PUBLIC = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/"), ("get", "/v1/trending")}
 OPTIONAL = {("get", "/v1/videos"), ("get", "/v1/videos/{video_id}")}
+# The age gate's routes need no account (docs/trust-and-safety.md).
+PUBLIC |= {("post", "/v1/age-gate"), ("post", "/v1/age-gate/sessions"), ("post", "/v1/age-gate/callbacks/{provider}"),
+           ("post", "/v1/age-gate/sessions/{session_id}/token")}
+# Adult content: each of its security alternatives also asks for the age token (API.md "Age gate").
+AGE_GATED = {("get", "/v1/videos"), ("get", "/v1/videos/{video_id}"), ("post", "/v1/videos/{video_id}/playback"),
+             ("get", "/v1/trending")}
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +38,18 @@ def test_every_operation_declares_its_security(document: dict[str, Any]) -> None
     for method, path, entry in operations(document):
         assert "security" in entry, (method, path)
         if (method, path) in PUBLIC:
-            assert entry["security"] == [], (method, path)
+            expected: list[dict[str, list[str]]] = [{}] if (method, path) in AGE_GATED else []
         elif (method, path) in OPTIONAL:
-            assert entry["security"] == [{}, {BEARER: []}], (method, path)
+            expected = [{}, {BEARER: []}]
         else:
-            assert entry["security"] == [{BEARER: []}], (method, path)
+            expected = [{BEARER: []}]
+        if (method, path) in AGE_GATED:
+            expected = [{**alternative, AGE_TOKEN: []} for alternative in expected]
+        assert entry["security"] == expected, (method, path)
     assert "security" not in document  # no default for an operation to fall back on
     assert document["components"]["securitySchemes"][BEARER]["scheme"] == "bearer"
+    assert document["components"]["securitySchemes"][AGE_TOKEN] == {**document["components"]["securitySchemes"][
+        AGE_TOKEN], "type": "apiKey", "in": "header", "name": "X-Age-Token"}
 
 
 def test_every_operation_declares_its_errors_in_the_one_error_body(document: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ def decoded(packet: str) -> list[Any]:
     return orjson.loads(packet[1:])
 
 
+AGE_OK = 4e9  # the handshake accepted an age token good until then
+
 PUBLISHED = {"video_id": "v1", "title": 'quotes " , "data": and \u00e9\u2603 \n', "uploader_id": "u",
              "video_url": "http://cdn/videos/v1/master.m3u8", "thumbnail": "http://cdn/videos/v1/thumb.jpg",
              "premium": True, "published_at": datetime(2026, 12, 1, tzinfo=UTC)}
@@ -90,10 +92,19 @@ def test_every_client_is_subscribed_to_the_feed_and_resumed_after_auth_since() -
     history = core.history
     seqs = [history.append(pub, 1_700_000_000_000 + n, 1_700_000_000.0)[0]
             for n in range(3) for pub in publications("VideoPublished", {**PUBLISHED, "video_id": f"v{n}"})]
-    fresh = core.handle(Session("a", None), feed_subscription(Handshake(None)), 1_700_000_000.0)
+    fresh = core.handle(Session("a", None, AGE_OK), feed_subscription(Handshake(None)), 1_700_000_000.0)
     assert [orjson.loads(r)["type"] for r in fresh.replies] == ["subscribed"]
-    resumed = core.handle(Session("b", None), feed_subscription(Handshake(None, seqs[0])), 1_700_000_000.0)
+    resumed = core.handle(Session("b", None, AGE_OK), feed_subscription(Handshake(None, seqs[0])), 1_700_000_000.0)
     assert [orjson.loads(r).get("seq") for r in resumed.replies] == [seqs[-1], *seqs[1:]]
     assert resumed.recovered == 1 and core.hub.count("feed") == 2
-    bad = core.handle(Session("c", None), feed_subscription(Handshake(None, "soon")), 1_700_000_000.0)
+    bad = core.handle(Session("c", None, AGE_OK), feed_subscription(Handshake(None, "soon")), 1_700_000_000.0)
     assert orjson.loads(bad.replies[0])["code"] == "bad_message"
+
+
+def test_the_age_token_comes_from_auth_else_the_cookie() -> None:
+    assert parse_handshake({"age_token": "a.b.c"}, None, "lustrax_age=x.y.z").age_token == "a.b.c"
+    assert parse_handshake({}, None, "other=1; lustrax_age=x.y.z").age_token == "x.y.z"
+    assert parse_handshake(None, None).age_token is None
+    with pytest.raises(ProtocolError) as info:
+        parse_handshake({"age_token": 7}, None)
+    assert info.value.code == "bad_message"

@@ -27,6 +27,7 @@ from gateways.ws.protocol import (
     Subscribe,
     UploaderIndex,
     check_access,
+    cookie_value,
     parse_channel,
     parse_client_message,
     publications,
@@ -37,6 +38,7 @@ BOB = Principal("bob", frozenset(), expires_at=4e9)
 ADMIN = Principal("root", frozenset({"admin"}), expires_at=4e9)
 T0 = 1_790_000_000_000  # ms
 NOW = T0 / 1000
+AGE_OK = 4e9  # a connection whose age token is good until then (the handshake checked it)
 
 
 def _pub(channel: str = FEED, n: int = 0) -> Publication:
@@ -70,20 +72,20 @@ def test_invalid_channels_are_refused(name: object) -> None:
 
 def test_upload_channels_are_for_the_uploader_and_admins_only() -> None:
     uploader = {"vid1": "alice"}.get
-    check_access(ALICE, "upload:vid1", uploader, True)
-    check_access(ADMIN, "upload:vid1", uploader, True)
-    check_access(ADMIN, "upload:unknown", uploader, True)
+    check_access(ALICE, "upload:vid1", uploader, True, True)
+    check_access(ADMIN, "upload:vid1", uploader, True, True)
+    check_access(ADMIN, "upload:unknown", uploader, True, True)
     for principal, channel in ((BOB, "upload:vid1"), (ALICE, "upload:unknown")):
         with pytest.raises(ProtocolError) as info:
-            check_access(principal, channel, uploader, True)
+            check_access(principal, channel, uploader, True, True)
         assert info.value.code == "forbidden"
 
 
 def test_anonymous_clients_get_the_feed_only_when_allowed() -> None:
-    check_access(None, FEED, lambda _: None, True)
+    check_access(None, FEED, lambda _: None, True, True)
     for channel, allowed in ((FEED, False), ("video:v1", True), ("upload:vid1", True)):
         with pytest.raises(ProtocolError) as info:
-            check_access(None, channel, {"vid1": "alice"}.get, allowed)
+            check_access(None, channel, {"vid1": "alice"}.get, allowed, True)
         assert info.value.code == "unauthenticated"
 
 
@@ -108,7 +110,7 @@ def test_subscribe_with_since_in_both_forms() -> None:
 ])
 def test_malformed_messages_get_an_error_frame_naming_the_problem(raw: bytes, code: str) -> None:
     core = _core()
-    out = core.handle(Session("c1", ALICE), raw, NOW)
+    out = core.handle(Session("c1", ALICE, AGE_OK), raw, NOW)
     assert [f["type"] for f in _frames(out.replies)] == ["error"]
     assert _frames(out.replies)[0]["code"] == code
     assert core.hub.channels_of("c1") == set()
@@ -227,12 +229,12 @@ def test_subscribe_replies_then_the_missed_frames_or_a_reset() -> None:
     core = _core(max_frames=3)
     seqs = [core.publish(_pub(n=n), T0 + n, NOW)[0] for n in range(6)]
     seqs = [orjson.loads(d)["seq"] for d in seqs]
-    out = core.handle(Session("c1", ALICE), orjson.dumps(
+    out = core.handle(Session("c1", ALICE, AGE_OK), orjson.dumps(
         {"op": "subscribe", "channels": [FEED], "since": {FEED: {"seq": seqs[3], "epoch": "e1"}}}), NOW)
     frames = _frames(out.replies)
     assert frames[0] == {"type": "subscribed", "channel": FEED, "seq": seqs[-1], "recovered": True, "epoch": "e1"}
     assert [f["seq"] for f in frames[1:]] == seqs[4:] and out.recovered == 1
-    out = core.handle(Session("c2", ALICE), orjson.dumps(
+    out = core.handle(Session("c2", ALICE, AGE_OK), orjson.dumps(
         {"op": "subscribe", "channels": [FEED], "since": {FEED: seqs[0]}}), NOW)
     assert [(f["type"], f.get("recovered")) for f in _frames(out.replies)] == [("subscribed", False), ("reset", None)]
     assert out.reset == 1 and core.hub.count(FEED) == 2
@@ -240,13 +242,13 @@ def test_subscribe_replies_then_the_missed_frames_or_a_reset() -> None:
 
 def test_publish_reaches_the_channels_subscribers_only() -> None:
     core = _core()
-    core.handle(Session("feed-only", ALICE), b'{"op":"subscribe","channels":["feed"]}', NOW)
-    core.handle(Session("video", BOB), b'{"op":"subscribe","channels":["video:v1"]}', NOW)
+    core.handle(Session("feed-only", ALICE, AGE_OK), b'{"op":"subscribe","channels":["feed"]}', NOW)
+    core.handle(Session("video", BOB, AGE_OK), b'{"op":"subscribe","channels":["video:v1"]}', NOW)
     data, live, joined = core.publish(_pub(), T0, NOW)
     assert live == {"feed-only"} and joined == []
     _, live, _ = core.publish(Publication("video:v1", "like_update", {}), T0, NOW)
     assert live == {"video"}
-    core.handle(Session("feed-only", ALICE), b'{"op":"unsubscribe","channels":["feed"]}', NOW)
+    core.handle(Session("feed-only", ALICE, AGE_OK), b'{"op":"unsubscribe","channels":["feed"]}', NOW)
     assert core.publish(_pub(), T0, NOW)[1] == set()
 
 
@@ -254,7 +256,8 @@ def test_a_client_ahead_joins_the_live_set_after_the_frames_it_has_seen() -> Non
     core = _core()
     core.history.horizon = 0
     ahead = (T0 + 10) * SEQ_PER_MS
-    core.handle(Session("c", ALICE), orjson.dumps({"op": "subscribe", "channels": [FEED], "since": {FEED: ahead}}),
+    core.handle(Session("c", ALICE, AGE_OK),
+                orjson.dumps({"op": "subscribe", "channels": [FEED], "since": {FEED: ahead}}),
                 NOW)
     assert core.publish(_pub(), T0 + 10, NOW)[1:] == (set(), [])  # seq == ahead: already seen
     assert core.publish(_pub(), T0 + 11, NOW)[1:] == (set(), ["c"])
@@ -265,10 +268,10 @@ def test_a_client_ahead_joins_the_live_set_after_the_frames_it_has_seen() -> Non
 def test_a_batch_groups_each_channels_frames_in_order_for_one_write_per_recipient() -> None:
     core = _core()
     core.history.horizon = 0
-    core.handle(Session("feed", ALICE), b'{"op":"subscribe","channels":["feed"]}', NOW)
-    core.handle(Session("both", BOB), b'{"op":"subscribe","channels":["feed","video:v1"]}', NOW)
+    core.handle(Session("feed", ALICE, AGE_OK), b'{"op":"subscribe","channels":["feed"]}', NOW)
+    core.handle(Session("both", BOB, AGE_OK), b'{"op":"subscribe","channels":["feed","video:v1"]}', NOW)
     ahead = (T0 + 1) * SEQ_PER_MS  # has seen the feed up to the second frame of the batch
-    core.handle(Session("ahead", ALICE), orjson.dumps({"op": "subscribe", "channels": [FEED],
+    core.handle(Session("ahead", ALICE, AGE_OK), orjson.dumps({"op": "subscribe", "channels": [FEED],
                                                        "since": {FEED: ahead}}), NOW)
     like = Publication("video:v1", "like_update", {"n": 9})
     out = core.publish_batch([(_pub(n=0), T0), (like, T0), (_pub(n=1), T0 + 1), (_pub(n=2), T0 + 2),
@@ -288,7 +291,7 @@ def test_a_batch_groups_each_channels_frames_in_order_for_one_write_per_recipien
 
 def test_channel_limit_forbidden_and_unauthenticated_channels_answer_error_frames() -> None:
     core = _core(max_channels=3)
-    session = Session("c", BOB)
+    session = Session("c", BOB, AGE_OK)
     out = core.handle(session, b'{"op":"subscribe","channels":["feed","upload:vid1","video:a","bad"]}', NOW)
     assert [(f["type"], f.get("code"), f.get("channel")) for f in _frames(out.replies)] == [
         ("subscribed", None, FEED), ("error", "forbidden", "upload:vid1"), ("subscribed", None, "video:a"),
@@ -297,23 +300,24 @@ def test_channel_limit_forbidden_and_unauthenticated_channels_answer_error_frame
     assert _frames(out.replies)[1:] == [{"type": "error", "code": "too_many_channels", "channel": "video:c",
                                          "message": "at most 3 channels per connection"}]
     assert core.hub.channels_of("c") == {FEED, "video:a", "video:b"}
-    anonymous = core.handle(Session("anon", None), b'{"op":"subscribe","channels":["feed","video:a"]}', NOW)
+    anonymous = core.handle(Session("anon", None, AGE_OK), b'{"op":"subscribe","channels":["feed","video:a"]}', NOW)
     assert [f.get("code") for f in _frames(anonymous.replies)] == [None, "unauthenticated"]
-    expired = Session("old", Principal("alice", frozenset(), expires_at=NOW - 1))
+    expired = Session("old", Principal("alice", frozenset(), expires_at=NOW - 1), AGE_OK)
     assert _frames(core.handle(expired, b'{"op":"subscribe","channels":["feed"]}', NOW).replies)[0]["code"] == \
         "token_expired"
 
 
 def test_the_channel_limit_holds_within_the_first_message() -> None:
     core = _core(max_channels=2)
-    out = core.handle(Session("c", ALICE), b'{"op":"subscribe","channels":["video:1","video:2","video:3"]}', NOW)
+    out = core.handle(Session("c", ALICE, AGE_OK), b'{"op":"subscribe","channels":["video:1","video:2","video:3"]}',
+                      NOW)
     assert [f.get("code") for f in _frames(out.replies)] == [None, None, "too_many_channels"]
     assert len(core.hub.channels_of("c")) == 2
 
 
 def test_ping_gets_a_pong_and_disconnect_forgets_the_connection() -> None:
     core = _core()
-    session = Session("c", ALICE)
+    session = Session("c", ALICE, AGE_OK)
     assert _frames(core.handle(session, b'{"op":"ping"}', NOW).replies) == [{"type": "pong"}]
     core.handle(session, b'{"op":"subscribe","channels":["feed","video:a"]}', NOW)
     assert core.hub.subscriptions() == 2
@@ -374,3 +378,24 @@ def test_the_merge_keeps_each_partitions_order_and_releases_a_stalled_one_after_
     merger.push(Positioned(T0 + 1, 0, 2, "second", arrived=0.0))  # earlier clock, later offset
     assert merger.pop_ready(lambda source: False, now=0.1) == []
     assert [p.payload for p in merger.pop_ready(lambda source: False, now=0.6)] == ["first", "second"]
+
+
+# -- the age gate (docs/trust-and-safety.md) ------------------------------------------------------
+
+def test_adult_channels_need_a_connection_that_passed_the_age_gate_and_uploads_do_not() -> None:
+    core = _core()
+    core.uploaders.add("vid1", "alice")
+    for age_until in (0.0, NOW - 1):  # no age token, or one that expired since the handshake
+        out = core.handle(Session(f"c{age_until}", ALICE, age_until),
+                          b'{"op":"subscribe","channels":["feed","video:a","upload:vid1"]}', NOW)
+        assert [(f["type"], f.get("code")) for f in _frames(out.replies)] == [
+            ("error", "age_verification_required"), ("error", "age_verification_required"), ("subscribed", None)]
+    with pytest.raises(ProtocolError) as info:
+        check_access(None, FEED, lambda _: None, True, False)
+    assert info.value.code == "age_verification_required"
+
+
+def test_the_age_cookie_is_read_from_a_cookie_header() -> None:
+    assert cookie_value("a=1; lustrax_age=tok.en-1; b=2", "lustrax_age") == "tok.en-1"
+    for header in (None, "", "a=1", 'lustrax_age=""', "lustrax_age"):
+        assert cookie_value(header, "lustrax_age") is None
