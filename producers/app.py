@@ -31,7 +31,8 @@ from infra.s3.buckets import s3_client
 from producers.deps import KIND_KEY, error_response, reject_unknown_query_parameters, service_of
 from producers.openapi import openapi_document
 from producers.playback import CatalogPlayback, PlaybackSigner
-from producers.routers import catalog, events, health, page, playback, review, uploads
+from producers.analytics import AnalyticsReader
+from producers.routers import catalog, events, health, page, playback, reels, review, uploads
 from producers.service import HumanReviewer, IngestService
 from producers.uploads import UploadService
 
@@ -57,16 +58,18 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
         app.state.service = service
         app.state.playback_catalog = CatalogPlayback(service.catalog)
         app.state.playback_signer = PlaybackSigner(settings)
-        app.state.trending = page.TrendingReader(settings)
+        app.state.trending = AnalyticsReader(settings, settings.trending_cache_s)
+        app.state.reels = reels.ReelsReader(settings, AnalyticsReader(settings, settings.recs_cache_s), service.catalog)
         service.start()
         yield
+        app.state.reels.close()
         service.close(own_producer)
 
     app = FastAPI(title="LustraX ingest API", version="1.0.0", lifespan=lifespan,
                   description=__doc__, docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(reject_unknown_query_parameters)])
     for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router,
-                   page.router):
+                   page.router, reels.router):
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
 
