@@ -93,7 +93,9 @@ class VectorStore:
         self.dim = settings.recs_dim
         self.timeout_s = timeout_s
         try:
-            self.client = MilvusClient(uri=milvus_uri(settings), token=settings.milvus_token or "", timeout=timeout_s)
+            # dedicated: its own channel (a shared one stays broken once its server went away)
+            self.client = MilvusClient(uri=milvus_uri(settings), token=settings.milvus_token or "", timeout=timeout_s,
+                                       dedicated=True)
         except Exception as exc:  # noqa: BLE001 - pymilvus raises its own and grpc's
             raise VectorStoreError(f"Milvus at {milvus_uri(settings)} does not answer: {exc}") from None
 

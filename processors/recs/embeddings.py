@@ -50,17 +50,15 @@ def unit(vector: np.ndarray) -> np.ndarray | None:
 
 def learn_video_embeddings(watches: Iterable[Watch], dim: int) -> dict[str, np.ndarray]:
     """Unit embeddings of `dim` numbers for every video that has a viewer with completion > 0."""
-    users: dict[str, int] = {}
-    videos: dict[str, int] = {}
-    rows, cols, values = [], [], []
-    for watch in watches:
-        if watch.completion <= 0:
-            continue
-        rows.append(users.setdefault(watch.user_id, len(users)))
-        cols.append(videos.setdefault(watch.video_id, len(videos)))
-        values.append(min(1.0, float(watch.completion)))
-    if not videos:
+    kept = sorted((w.user_id, w.video_id, min(1.0, float(w.completion))) for w in watches if w.completion > 0)
+    if not kept:
         return {}
+    # Ids in sorted order: the same watches in any order make the same matrix, hence the same embeddings.
+    users = {user: i for i, user in enumerate(sorted({user for user, _, _ in kept}))}
+    videos = {video: i for i, video in enumerate(sorted({video for _, video, _ in kept}))}
+    rows = [users[user] for user, _, _ in kept]
+    cols = [videos[video] for _, video, _ in kept]
+    values = [value for _, _, value in kept]
     matrix = csr_matrix((np.asarray(values, dtype=np.float64), (rows, cols)), shape=(len(users), len(videos)))
     matrix.sum_duplicates()
     per_user = np.sqrt(np.diff(matrix.indptr)).clip(min=1)

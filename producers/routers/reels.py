@@ -78,7 +78,17 @@ class ReelsReader:
         try:
             return await asyncio.to_thread(run)
         except VectorStoreError as exc:
+            self._disconnect()  # a new connection on the next request (pymilvus does not reconnect by itself)
             raise _unavailable(exc) from None
+
+    def _disconnect(self) -> None:
+        with self._connect:
+            store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
 
     async def user(self, user_id: str) -> UserRow | None:
         rows = await self._milvus(lambda store, ids: store.users(ids, USER_FIELDS), [user_id])
