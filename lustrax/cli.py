@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="what answers; exits non-zero while anything is down").set_defaults(
         handler=cmd_status)
     restart = sub.add_parser("restart", help="restart one component of the running stack and wait until it answers")
-    restart.add_argument("component", help="kafka, s3, edge, ingest, transcode, sink, heat (heat-2, ... with LUSTRAX_HEAT_WORKERS)")
+    restart.add_argument("component", help="kafka, s3, edge, ingest, transcode, sink, heat (heat-2, ... with LUSTRAX_HEAT_WORKERS), "
+                         "moderation, gateway, recs")
     restart.set_defaults(handler=cmd_restart)
     sub.add_parser("setup", help="fetch Kafka (Maven) and build versitygw (Go) into the cache").set_defaults(
         handler=cmd_setup)

@@ -61,7 +61,7 @@ class LiteServer:
             raise VectorStoreError(f"Milvus Lite on {directory} (port {port}): {exc}") from None
 
     def stop(self) -> None:
-        self._server.stop(grace=2)
+        self._server.stop(grace=0.5)
         self._db.close()
 
 

@@ -11,8 +11,7 @@ a training; Milvus Lite keeps everything across a restart of the worker.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 
 from common.process import free_port
 from common.settings import Settings
+from lustrax.cli import main
 from lustrax.recs import train_now
 from lustrax.services import settings_env
 from processors.sink.query_server import start_query_server
@@ -163,16 +163,20 @@ def test_who_may_ask_and_the_bounds(reels_stack: Any) -> None:
     assert httpx.get(f"{settings.ingest_url}/v1/reels", headers=expired, timeout=10).status_code == 401
 
 
-def test_the_cli_trains_and_milvus_lite_keeps_everything_across_a_restart(reels_stack: Any) -> None:
+def test_the_cli_trains_and_milvus_lite_keeps_everything_across_a_kill(reels_stack: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     settings, planted, services = reels_stack
-    cli = subprocess.run([sys.executable, "-m", "lustrax.cli", "recs", "train"], capture_output=True, text=True,
-                         env={**os.environ, **settings_env(settings)}, timeout=120)
-    assert cli.returncode == 0 and "trained embeddings of" in cli.stdout, cli.stderr
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    assert main(["recs", "train"]) == 0
+    assert "lustrax: trained embeddings of" in capsys.readouterr().out
     health = f"http://127.0.0.1:{settings.recs_web_port}/healthz"
     before = httpx.get(health, timeout=5).json()
     [recs] = [s for s in services if s.name == "recs"]
+    os.kill(recs.process.pid, signal.SIGKILL)  # no orderly close: what was written must be on disk
     recs.process.stop()
     assert reels_of(settings, planted.user).status_code == 503  # Milvus is gone: a clear 503, not a 500
+    assert main(["recs", "train"]) == 1 and "does not answer" in capsys.readouterr().err
     recs.start()
     recs.wait_ready()
     after = httpx.get(health, timeout=5).json()
