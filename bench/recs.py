@@ -26,12 +26,9 @@ GET /v1/reels on a real local stack with Milvus Lite, in one run.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,10 +37,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from bench import percentile
+from bench.ingest import attack, ensure_vegeta
+from common.process import free_port, stop_process_groups
 from common.settings import Settings, load_settings
+from common.tokens import issue_token
+from infra.clickhouse.analyst import run_sql
+from infra.kafka.producer import OutgoingMessage, produce_acknowledged
+from infra.s3.layout import new_video_id, public_url
+from lustrax.recs import train_now
+from lustrax.services import PROJECT_SERVICES, ServiceProcess
+from lustrax.stack import LocalStack
+from schemas.codec import encode
+from schemas.envelope import new_record
+from schemas.topics import TOPIC_BY_SCHEMA
 from processors.recs.embeddings import Watch, learn_video_embeddings, user_embedding
 from processors.recs.history import merged, recent
 from producers.reels import Weights, rank
@@ -156,6 +166,100 @@ def quality(args: argparse.Namespace, settings: Settings) -> None:
     ours, popular = totals["ours"], totals["popularity"]
     print(f"  ours / popularity: recall@10 x{ours[0] / popular[0]:.2f}, NDCG@10 x{ours[1] / popular[1]:.2f}  "
           f"(goal: recall@10 >= x1.5)")
+
+
+def publish(settings: Settings, world: World) -> list[str]:
+    """The world's videos as published videos (their lifecycle events on the topics); their ids."""
+    ids = [new_video_id() for _ in world.video_taste]
+    now = datetime.now(UTC) - timedelta(hours=1)
+    messages = []
+    for index, video_id in enumerate(ids):
+        common = {"video_id": video_id, "title": f"Video {index}", "uploader_id": world.video_uploader[index],
+                  "premium": False}
+        uploaded = new_record("VideoUploaded", "bench", {
+            **common, "content_type": "video/mp4", "size_bytes": 1000, "source_bucket": settings.s3_uploads_bucket,
+            "source_key": f"sources/{video_id}", "tags": world.video_tags[index]}, occurred_at=now)
+        published = new_record("VideoPublished", "bench", {
+            **common, "video_url": public_url(settings.public_base_url, video_id, False, "master.m3u8"),
+            "thumbnail": public_url(settings.public_base_url, video_id, False, "thumb.jpg"),
+            "published_at": now + timedelta(seconds=index)}, occurred_at=now + timedelta(seconds=index))
+        messages += [OutgoingMessage(TOPIC_BY_SCHEMA[schema].name, video_id.encode(), encode(schema, record))
+                     for schema, record in (("VideoUploaded", uploaded), ("VideoPublished", published))]
+    produce_acknowledged(settings.kafka_bootstrap, messages, timeout_s=60)
+    return ids
+
+
+def send_ticks(settings: Settings, world: World, ids: list[str]) -> int:
+    """Every session of the world as one watch tick (its furthest position) through the API."""
+    token = issue_token(settings.jwt_signing_secret, "bench", ("service",), 3600)
+    now_ms = int(time.time() * 1000)
+    events = [{"type": "watch_tick", "video_id": ids[int(w.video_id.removeprefix("video-"))], "user_id": w.user_id,
+               "session_id": f"{w.user_id}-{i}", "position_ms": int(w.completion * 60_000), "duration_ms": 60_000,
+               "occurred_at": now_ms - 3_600_000 + w.last_ms // 60}
+              for watches in world.sessions.values() for i, w in enumerate(watches)]
+    with httpx.Client(base_url=settings.ingest_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as api:
+        for start in range(0, len(events), 500):
+            answer = api.post("/v1/events/batch", json={"events": events[start:start + 500]})
+            assert answer.status_code == 202, answer.text
+    return len(events)
+
+
+def targets_file(path: Path, settings: Settings, paths: list[str], users: list[str]) -> Path:
+    """vegeta targets: the paths in turn, each request with the token of the next user."""
+    with path.open("w") as out:
+        for i, user in enumerate(users):
+            token = issue_token(settings.jwt_signing_secret, user, (), 3600)
+            out.write(json.dumps({"method": "GET", "url": f"{settings.ingest_url}{paths[i % len(paths)]}",
+                                  "header": {"Authorization": [f"Bearer {token}"]}}) + "\n")
+    return path
+
+
+def latency(args: argparse.Namespace) -> None:
+    home = Path(tempfile.mkdtemp(prefix="lustrax-bench-"))
+    settings = load_settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+                             s3_endpoint=f"http://127.0.0.1:{free_port()}", edge_port=free_port(),
+                             ingest_port=free_port(), sink_query_port=free_port(), recs_web_port=free_port(),
+                             recs_milvus_port=free_port())
+    stack = LocalStack(settings, with_services=False)
+    print(f"latency: starting a local stack under {home} ...", file=sys.stderr)
+    stack.start()
+    services = [ServiceProcess(settings, PROJECT_SERVICES[name], "127.0.0.1", port) for name, port in
+                (("sink", settings.sink_query_port), ("recs", settings.recs_web_port),
+                 ("ingest", settings.ingest_port))]
+    try:
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready()
+        world = simulate(args.users, args.videos, args.tastes, args.seed)
+        ids = publish(settings, world)
+        ticks = send_ticks(settings, world, ids)
+        deadline = time.monotonic() + 120
+        while int(run_sql(settings, "SELECT count() FROM {db}.watch_ticks", {}, False)[1][0][0]) < ticks:
+            assert time.monotonic() < deadline, "the sink did not store the ticks in time"
+            time.sleep(1)
+        report = train_now(settings)
+        print(f"latency: {len(ids)} published videos, {ticks} watch ticks of {len(world.sessions)} users; "
+              f"trained: {report}", file=sys.stderr)
+        vegeta = ensure_vegeta(settings)
+        users = list(world.sessions)
+        rng = random.Random(args.seed)
+        for label, paths in (("GET /v1/reels?limit=20", ["/v1/reels?limit=20"]),
+                             ("GET /v1/trending?limit=20 (baseline)", ["/v1/trending?limit=20"])):
+            warm = targets_file(home / "warm.jsonl", settings, paths, rng.choices(users, k=int(args.rate * args.warmup)))
+            attack(vegeta, warm, args.rate, args.warmup, "200")
+            measured = targets_file(home / "targets.jsonl", settings, paths,
+                                    rng.choices(users, k=int(args.rate * args.seconds)))
+            values = attack(vegeta, measured, args.rate, args.seconds, "200")
+            print(f"latency at {args.rate:.0f}/s for {args.seconds:.0f} s, {label}: "
+                  f"p50 {percentile(values, 0.5) * 1000:6.2f} ms   p99 {percentile(values, 0.99) * 1000:6.2f} ms   "
+                  f"max {max(values) * 1000:6.2f} ms   (n={len(values)}; goal for reels: p99 < 50 ms)")
+    finally:
+        stop_process_groups([s.process.pid for s in services if s.process is not None and s.process.pid])
+        for service in services:
+            if service.process is not None:
+                service.process.stop()
+        stack.stop()
 
 
 def main() -> int:

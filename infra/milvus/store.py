@@ -34,6 +34,7 @@ USERS = "lustrax_users"
 ID_LENGTH = 128  # the ingest API's identifiers are at most 128 characters
 BATCH = 1000  # rows per upsert and per query page
 SEARCH_BATCH = 10  # query vectors per search request
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # as milvus-lite's own server (Milvus standalone's limit)
 
 
 class VectorStoreError(LustraxError):
@@ -49,16 +50,38 @@ def lite_directory(settings: Settings) -> Path:
 
 
 class LiteServer:
-    """Milvus Lite on `directory`, served over gRPC on loopback `port` (holds the directory's lock)."""
+    """Milvus Lite on `directory`, served over gRPC on loopback `port` (holds the directory's lock).
+    Built as milvus-lite's own `start_server_in_thread` builds it, with one difference: pymilvus
+    pings every 10 s, also between calls, which a default gRPC server answers after two pings with
+    GOAWAY "too_many_pings", closing the connection that the next request must then open again."""
 
     def __init__(self, directory: Path, port: int) -> None:
-        from milvus_lite.adapter.grpc.server import start_server_in_thread
+        from concurrent import futures
+
+        import grpc
+        from milvus_lite.adapter.grpc.servicer import MilvusServicer
+        from milvus_lite.db import MilvusLite
+        from pymilvus.grpc_gen import milvus_pb2_grpc
 
         directory.mkdir(parents=True, exist_ok=True)
+        # pymilvus' query iterator asks for AllocTimestamp, which Milvus Lite lacks (the iterator then
+        # uses the client's clock): not an error worth a traceback in the log per query.
+        logging.getLogger("grpc._server").addFilter(lambda record: "Method not implemented" not in record.getMessage())
         try:
-            self._server, self._db, self.port = start_server_in_thread(str(directory), host="127.0.0.1", port=port)
-        except Exception as exc:  # noqa: BLE001 - a held lock or a taken port: one clear line
-            raise VectorStoreError(f"Milvus Lite on {directory} (port {port}): {exc}") from None
+            self._db = MilvusLite(str(directory))
+        except Exception as exc:  # noqa: BLE001 - a held lock: one clear line
+            raise VectorStoreError(f"Milvus Lite on {directory}: {exc}") from None
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+            ("grpc.http2.max_ping_strikes", 0)])
+        milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(self._db), self._server)
+        try:
+            self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
+        except RuntimeError as exc:
+            self._db.close()
+            raise VectorStoreError(f"Milvus Lite: port {port}: {exc}") from None
+        self._server.start()
 
     def stop(self) -> None:
         self._server.stop(grace=0.5)
