@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import numpy as np
@@ -40,6 +41,8 @@ USER_FIELDS = ("embedding", "finished", "candidates")
 # The bounds of the ingest API's identifiers (producers/events.py): any other user_id has no reels.
 USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
 MILVUS_TIMEOUT_S = 2.0
+MILVUS_THREADS = 32
+MILVUS_RETRY_S = 1.0  # after a failure, answer 503 at once for this long before trying again
 
 
 def _unavailable(exc: Exception) -> ApiError:
@@ -56,12 +59,17 @@ class ReelsReader:
         self.catalog = catalog
         self.weights = Weights(settings.recs_weight_heat, settings.recs_weight_match, settings.recs_weight_explore)
         self._store: VectorStore | None = None
+        self._down_until, self._down_reason = 0.0, Exception()
+        # Milvus calls block on the network: threads of their own, so that at 100 requests/s they
+        # neither queue behind asyncio's small default pool nor take it from the other routes.
+        self._executor = ThreadPoolExecutor(max_workers=MILVUS_THREADS, thread_name_prefix="milvus")
         self._connect = threading.Lock()
         self._pool: tuple[float, dict[str, float], dict[str, np.ndarray]] | None = None
         self._pool_lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None  # kept: the loop holds tasks weakly
 
     def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
         if self._store is not None:
             self._store.close()
 
@@ -75,10 +83,13 @@ class ReelsReader:
         def run() -> Any:
             return call(self._connected(), *args)
 
+        if time.monotonic() < self._down_until:
+            raise _unavailable(self._down_reason)  # fail fast: no thread waits on a Milvus that just failed
         try:
-            return await asyncio.to_thread(run)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, run)
         except VectorStoreError as exc:
             self._disconnect()  # a new connection on the next request (pymilvus does not reconnect by itself)
+            self._down_until, self._down_reason = time.monotonic() + MILVUS_RETRY_S, exc
             raise _unavailable(exc) from None
 
     def _disconnect(self) -> None:
