@@ -14,7 +14,6 @@ Everything that writes runs on the main thread (model.py: one writer).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import signal
@@ -24,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
@@ -35,6 +33,7 @@ from common.settings import Settings
 from common.tokens import PRIVILEGED_ROLES, verify_token
 from infra.kafka.producer import OutgoingMessage, produce_acknowledged
 from infra.milvus.store import LiteServer, VectorStore, lite_directory
+from processors.loopback import JsonHandler
 from processors.recs.model import RecsModel, TrainReport, read_watches
 from schemas.codec import decode
 from schemas.dead_letters import DeadLetter
@@ -142,21 +141,13 @@ class RecsWorker:
 
 
 def make_handler(settings: Settings, worker: RecsWorker) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             if self.path != "/healthz":
-                self._reply(404, ApiError(404, "not_found", "no such path").body())
+                self.reply(404, ApiError(404, "not_found", "no such path").body())
                 return
             model = worker.model
-            self._reply(200, {"status": "ok", "videos": len(model.vectors), "learned": len(model.learned),
+            self.reply(200, {"status": "ok", "videos": len(model.vectors), "learned": len(model.learned),
                               "model": model.model, "catalog_caught_up": worker.catalog_ready.is_set()})
 
         def do_POST(self) -> None:  # noqa: N802
@@ -170,12 +161,9 @@ def make_handler(settings: Settings, worker: RecsWorker) -> type[BaseHTTPRequest
                 request = worker.train_now()
                 if request.report is None:
                     raise ApiError(503, "training_failed", request.error or "the training failed")
-                self._reply(200, request.report.as_dict())
+                self.reply(200, request.report.as_dict())
             except ApiError as error:
-                self._reply(error.status, error.body())
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
+                self.reply(error.status, error.body())
 
     return Handler
 
