@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -50,6 +51,14 @@ def _unavailable(exc: Exception) -> ApiError:
                     retry_after_s=5)
 
 
+@dataclass(frozen=True)
+class Pool:
+    """The shared candidates' embeddings: one row of `vectors` per id."""
+
+    ids: list[str]
+    vectors: np.ndarray
+
+
 class ReelsReader:
     """The Milvus client (connected on first use) and the shared candidate pool."""
 
@@ -64,7 +73,7 @@ class ReelsReader:
         # neither queue behind asyncio's small default pool nor take it from the other routes.
         self._executor = ThreadPoolExecutor(max_workers=MILVUS_THREADS, thread_name_prefix="milvus")
         self._connect = threading.Lock()
-        self._pool: tuple[float, dict[str, float], dict[str, np.ndarray]] | None = None
+        self._pool: tuple[float, dict[str, float], Pool] | None = None
         self._pool_lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None  # kept: the loop holds tasks weakly
 
@@ -105,7 +114,7 @@ class ReelsReader:
         rows = await self._milvus(lambda store, ids: store.users(ids, USER_FIELDS), [user_id])
         return rows.get(user_id)  # type: ignore[no-any-return]
 
-    async def pool(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    async def pool(self) -> tuple[dict[str, float], Pool]:
         """Heat per pool video (0 for the fresh ones that are not hot) and the pool's embeddings. An
         expired pool is still answered while a fresh one is fetched beside the requests; only the
         first request waits for one."""
@@ -126,7 +135,7 @@ class ReelsReader:
                 assert self._pool is not None
                 self._pool = (time.monotonic() - self.settings.recs_cache_s + 1.0, *self._pool[1:])
 
-    async def _fetch_pool(self) -> tuple[float, dict[str, float], dict[str, np.ndarray]]:
+    async def _fetch_pool(self) -> tuple[float, dict[str, float], Pool]:
         settings = self.settings
         heat: dict[str, float] = {}
         if settings.recs_hot_candidates:
@@ -138,8 +147,8 @@ class ReelsReader:
         for record in fresh:
             heat.setdefault(record.video_id, 0.0)
         found = await self._milvus(VectorStore.video_embeddings, list(heat))
-        vectors = {video: np.asarray(vector, dtype=np.float32) for video, vector in found.items()}
-        return time.monotonic(), heat, vectors
+        return time.monotonic(), heat, Pool(list(found), np.asarray(list(found.values()), dtype=np.float32)
+                                            .reshape(len(found), self.settings.recs_dim))
 
 
 class Reel(BaseModel):
@@ -174,13 +183,13 @@ async def reels(request: Request, service: ServiceDep, principal: ReelsPrincipal
     if target != principal.user_id and not is_admin(principal):
         raise ApiError(403, "forbidden", "only admins may ask for another user's reels", "user_id")
     reader: ReelsReader = request.app.state.reels
-    row, (heat, vectors) = await asyncio.gather(reader.user(target), reader.pool())
+    row, (heat, pool) = await asyncio.gather(reader.user(target), reader.pool())
     matches: dict[str, float] = {}
     if row is not None and any(row.embedding):
         me = np.asarray(row.embedding, dtype=np.float32)
         matches = dict(row.candidates)
-        for video_id, vector in vectors.items():
-            matches.setdefault(video_id, float(vector @ me))
+        for video_id, match in zip(pool.ids, (pool.vectors @ me).tolist()):
+            matches.setdefault(video_id, match)
 
     def published(video_id: str) -> bool:
         record = service.catalog.get(video_id)
