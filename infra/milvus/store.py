@@ -179,9 +179,10 @@ class VectorStore:
         for start in range(0, len(video_ids), BATCH):
             self._call("delete videos", "delete", VIDEOS, ids=list(video_ids[start:start + BATCH]))
 
-    def flush_videos(self) -> None:
-        """Seal what was written, so that it is indexed (Milvus Lite searches unsealed rows by brute force)."""
-        self._call("flush", "flush", VIDEOS)
+    def flush(self, name: str) -> None:
+        """Seal what was written to collection `name`: Milvus Lite searches unsealed rows by brute
+        force and reads them several times slower (a user's row: 7 ms instead of 2)."""
+        self._call("flush", "flush", name)
 
     def all_videos(self) -> Iterator[VideoRow]:
         for row in self._every(VIDEOS, ["video_id", "embedding", "source", "model"]):

@@ -23,7 +23,7 @@ from catalog.projection import CatalogProjection
 from common.settings import Settings
 from infra.clickhouse.analyst import run_sql
 from infra.clickhouse.sandbox import MAX_ROWS
-from infra.milvus.store import UserRow, VectorStore, VideoRow
+from infra.milvus.store import USERS, VIDEOS, UserRow, VectorStore, VideoRow
 from processors.recs.embeddings import (VideoTraits, Watch, cold_start_vector, group_by_user, learn_video_embeddings,
                                         side_vectors, user_embedding)
 from processors.recs.history import History, completion, finished, merged, recent
@@ -98,6 +98,7 @@ class RecsModel:
         self.vectors: dict[str, np.ndarray] = {}  # every stored video's embedding
         self.learned: set[str] = set()
         self.model = 0  # when the stored embeddings were trained (epoch ms); 0: never
+        self.users_written = False  # since the last flush of the users' collection
         for row in store.all_videos():
             self.vectors[row.video_id] = np.asarray(row.embedding, dtype=np.float32)
             if row.source == "learned":
@@ -118,7 +119,7 @@ class RecsModel:
                                  + [VideoRow(v, vec.tolist(), "cold", model) for v, vec in cold.items()])
         gone = sorted(set(self.vectors) - set(traits))  # no longer published (or never were)
         self.store.delete_videos(gone)
-        self.store.flush_videos()
+        self.store.flush(VIDEOS)
         self.vectors, self.learned, self.model = {**learned, **cold}, set(learned), model
         histories = {user: [(w.video_id, w.completion, w.last_ms) for w in items]
                      for user, items in group_by_user(watches).items()}
@@ -126,6 +127,8 @@ class RecsModel:
         for start in range(0, len(users), USER_BATCH):
             batch = users[start:start + USER_BATCH]
             self._write_users({user: histories.get(user, []) for user in batch})
+        self.store.flush(USERS)
+        self.users_written = False
         report = TrainReport(len(watches), len(users), len(learned), len(cold), len(gone), time.monotonic() - began)
         log.info("trained: %s", report.as_dict())
         return report
@@ -141,6 +144,11 @@ class RecsModel:
         self.store.upsert_videos([VideoRow(v, vec.tolist(), "cold", self.model) for v, vec in vectors.items()])
         self.vectors.update(vectors)
         return len(new)
+
+    def flush_users(self) -> None:
+        if self.users_written:
+            self.store.flush(USERS)
+            self.users_written = False
 
     # -- users -----------------------------------------------------------------------------
     def apply_ticks(self, ticks: Iterable[Mapping[str, Any]]) -> int:
@@ -185,3 +193,4 @@ class RecsModel:
                 kept = [(v, score) for v, score in hits if v not in skip][:settings.recs_candidates]
                 rows[index] = UserRow(row.user_id, row.embedding, row.history, row.finished, kept, row.model, now)
         self.store.upsert_users(rows)
+        self.users_written = True

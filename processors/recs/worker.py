@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 GROUP_ID = "lustrax-recs"
 CONSUMER = "recs"
 NEW_VIDEOS_EVERY_S = 2.0
+FLUSH_USERS_EVERY_S = 10.0  # users' rows written since are sealed (model.py: faster reads)
 RETRY_TRAINING_S = 30.0
 TRAIN_WAIT_S = 600.0
 
@@ -72,7 +73,7 @@ class RecsWorker:
 
     def run(self) -> None:
         self.consumer.subscribe([TOPIC_BY_SCHEMA["WatchTick"].name])
-        next_videos = 0.0
+        next_videos = next_flush = 0.0
         try:
             while not self.stopping.is_set():
                 messages = self.consumer.consume(num_messages=2000, timeout=0.5)
@@ -86,6 +87,9 @@ class RecsWorker:
                         if added:
                             log.info("cold-start embeddings for %d new video(s)", added)
                         next_videos = now + NEW_VIDEOS_EVERY_S
+                if now >= next_flush:
+                    self.model.flush_users()
+                    next_flush = now + FLUSH_USERS_EVERY_S
         finally:
             self.consumer.close()
 
