@@ -164,8 +164,12 @@ class VectorStore:
                 schema.add_field(field, DataType.JSON)
             schema.add_field("updated_at", DataType.INT64)
         index = self.client.prepare_index_params()
-        # Users are read by id, never searched: inner product accepts their zero embedding (no history yet).
-        index.add_index("embedding", index_type="AUTOINDEX", metric_type="COSINE" if name == VIDEOS else "IP")
+        if name == VIDEOS:
+            index.add_index("embedding", index_type="AUTOINDEX", metric_type="COSINE")
+        else:
+            # Users are read by id, never searched: FLAT builds nothing (an HNSW build of a sealed users'
+            # segment holds Milvus Lite's process for seconds), inner product takes a zero embedding.
+            index.add_index("embedding", index_type="FLAT", metric_type="IP")
         self._call("create", "create_collection", name, schema=schema, index_params=index)
 
     # -- videos ----------------------------------------------------------------------------
