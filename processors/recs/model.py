@@ -180,6 +180,8 @@ class RecsModel:
             done = finished(history)
             stale = (old is None or old.model != self.model or old.finished != done
                      or [v for v, _ in recent(old.history, settings.recs_recent_size)] != [v for v, _ in latest])
+            if old is not None and not stale and history == old.history:
+                continue  # a tick read again (or a training that adds nothing): the row stays as it is
             candidates = old.candidates if old is not None and not stale else []
             if vector is not None and stale:
                 to_search.append((len(rows), embedding))
@@ -192,5 +194,6 @@ class RecsModel:
                 skip = set(row.finished)
                 kept = [(v, score) for v, score in hits if v not in skip][:settings.recs_candidates]
                 rows[index] = UserRow(row.user_id, row.embedding, row.history, row.finished, kept, row.model, now)
-        self.store.upsert_users(rows)
-        self.users_written = True
+        if rows:
+            self.store.upsert_users(rows)
+            self.users_written = True

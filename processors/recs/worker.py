@@ -64,6 +64,7 @@ class RecsWorker:
         self.requests: queue.Queue[TrainRequest] = queue.Queue()
         self.stopping = threading.Event()
         self.next_training = 0.0  # monotonic; 0: as soon as the catalog is caught up
+        self.ticks = 0  # watch ticks applied since the start
         self.consumer = Consumer({
             "bootstrap.servers": settings.kafka_bootstrap, "group.id": GROUP_ID, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "max.poll.interval.ms": 900_000,
@@ -112,6 +113,7 @@ class RecsWorker:
             produce_acknowledged(self.settings.kafka_bootstrap, [
                 OutgoingMessage(DEAD_LETTER_TOPIC.name, p.key, p.value, p.headers()) for p in parked])
         self.model.apply_ticks(ticks)
+        self.ticks += len(ticks)
         try:
             self.consumer.commit(asynchronous=False)
         except KafkaException as exc:  # e.g. the partitions moved: whoever reads them next merges them again
@@ -152,7 +154,8 @@ def make_handler(settings: Settings, worker: RecsWorker) -> type[BaseHTTPRequest
                 return
             model = worker.model
             self.reply(200, {"status": "ok", "videos": len(model.vectors), "learned": len(model.learned),
-                              "model": model.model, "catalog_caught_up": worker.catalog_ready.is_set()})
+                              "model": model.model, "catalog_caught_up": worker.catalog_ready.is_set(),
+                              "ticks": worker.ticks})
 
         def do_POST(self) -> None:  # noqa: N802
             try:

@@ -171,7 +171,8 @@ ReelsPrincipal = Annotated[Principal, principal_of("reels")]
 
 @router.get("/v1/reels", summary="A user's reels: published videos ranked by heat, match and exploration",
             **operation(200, Reels, errors=(403, 503), description=(
-                "Best first: `score = w_heat * heat + w_match * match + w_explore * explore` (docs/recommendations.md); "
+                "Best first: `score = w_heat * heat + w_match * match + w_explore * explore` "
+                "(docs/recommendations.md); "
                 "published videos only, none the user finished. 403 when `user_id` names another user and the "
                 "token is not an admin's; 503 when Milvus or ClickHouse does not answer.")))
 async def reels(request: Request, service: ServiceDep, principal: ReelsPrincipal,

@@ -163,8 +163,8 @@ def test_who_may_ask_and_the_bounds(reels_stack: Any) -> None:
     assert httpx.get(f"{settings.ingest_url}/v1/reels", headers=expired, timeout=10).status_code == 401
 
 
-def test_the_cli_trains_and_milvus_lite_keeps_everything_across_a_kill(reels_stack: Any, monkeypatch: pytest.MonkeyPatch,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_trains_and_milvus_lite_keeps_everything_across_a_kill(
+        reels_stack: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     settings, planted, services = reels_stack
     for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)
