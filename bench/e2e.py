@@ -52,7 +52,7 @@ LAG_GOAL_S = 2.0
 PROBE_EVERY_S = 0.1
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PORT_SETTINGS = ("KAFKA_CONTROLLER_PORT", "EDGE_PORT", "INGEST_PORT", "TRANSCODE_WEB_PORT", "SINK_QUERY_PORT",
-                 "HEAT_WEB_PORT", "MODERATION_WEB_PORT", "WS_PORT")
+                 "HEAT_WEB_PORT", "MODERATION_WEB_PORT", "WS_PORT", "RECS_WEB_PORT", "RECS_MILVUS_PORT")
 
 
 def stack_env(home: Path, heat_emit_interval_s: float) -> dict[str, str]:

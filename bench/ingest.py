@@ -145,14 +145,20 @@ def api_latency(vegeta: Path, base_url: str, token: str, rate: float, seconds: f
             body = base64.b64encode(json.dumps(event).encode()).decode()
             out.write(json.dumps({"method": "POST", "url": f"{base_url}/v1/events", "body": body,
                                   "header": headers}) + "\n")
-    attack = subprocess.run([str(vegeta), "attack", "-format=json", f"-targets={targets}", f"-rate={rate:.0f}/s",
-                             f"-duration={seconds}s", "-lazy", "-timeout=10s"], capture_output=True, check=True)
-    report = subprocess.run([str(vegeta), "encode", "--to", "csv"], input=attack.stdout, capture_output=True,
+    return attack(vegeta, targets, rate, seconds, "202")
+
+
+def attack(vegeta: Path, targets: Path, rate: float, seconds: float, expected_status: str) -> list[float]:
+    """Latencies (s) of vegeta's requests from a JSON targets file at a constant rate (open loop);
+    every answer must have `expected_status`."""
+    run = subprocess.run([str(vegeta), "attack", "-format=json", f"-targets={targets}", f"-rate={rate:.0f}/s",
+                          f"-duration={seconds}s", "-lazy", "-timeout=10s"], capture_output=True, check=True)
+    report = subprocess.run([str(vegeta), "encode", "--to", "csv"], input=run.stdout, capture_output=True,
                             check=True).stdout.decode()
     latencies = []
     for row in report.splitlines():
         fields = row.split(",")  # timestamp, status code, latency ns, ...
-        assert fields[1] == "202", row
+        assert fields[1] == expected_status, row
         latencies.append(int(fields[2]) / 1e9)
     return latencies
 

@@ -199,6 +199,27 @@ class Settings(BaseSettings):
     age_gate_session_ttl_s: int = Field(default=900, ge=60, le=30 * 24 * 3600)
     yoti_timeout_s: float = Field(default=10.0, gt=0)
 
+    # Recommendations: reels (processors/recs, producers/routers/reels.py, docs/recommendations.md).
+    # Milvus: a server by URI in production; None: Milvus Lite embedded in the recs worker (data under
+    # LUSTRAX_HOME/data/milvus), served to the API on loopback recs_milvus_port.
+    milvus_uri: str | None = None
+    milvus_token: str | None = None  # a Milvus server's "user:password" or API key
+    recs_milvus_port: int = 6076
+    recs_web_port: int = 6075  # the recs worker's health and `lustrax recs train` endpoint
+    recs_dim: int = Field(default=32, ge=2, le=256)  # embedding dimensions
+    recs_train_interval_s: float = Field(default=3600.0, ge=10)
+    recs_training_days: int = Field(default=30, ge=1, le=90)  # watch history read for training (ticks: 90 days)
+    recs_history_size: int = Field(default=500, ge=1, le=2000)  # videos remembered per user (finished ones excluded)
+    recs_recent_size: int = Field(default=50, ge=1, le=500)  # latest videos averaged into the user's embedding
+    recs_candidates: int = Field(default=100, ge=1, le=1000)  # nearest videos kept per user (Milvus search)
+    recs_hot_candidates: int = Field(default=200, ge=0, le=1000)  # hottest videos added to every user's candidates
+    recs_fresh_candidates: int = Field(default=50, ge=0, le=1000)  # newest published videos added likewise
+    recs_weight_heat: float = Field(default=0.3, ge=0)
+    recs_weight_match: float = Field(default=1.0, ge=0)
+    recs_weight_explore: float = Field(default=0.1, ge=0)
+    recs_heat_window: Literal["1h", "24h"] = "24h"
+    recs_cache_s: float = Field(default=10.0, ge=0, le=300)  # the hot and fresh candidates are reused this long
+
     startup_timeout_s: float = Field(default=90.0, gt=0)
     # The supervisor (lustrax/restart_policy.py): a component that exits is restarted with backoff;
     # more than restart_max_failures exits within restart_window_s and it is given up.

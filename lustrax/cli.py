@@ -165,6 +165,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         from processors.moderation.agent import run_worker as run_moderation_worker
 
         run_moderation_worker(settings)
+    elif args.processor == "recs":
+        from processors.recs.worker import run_worker as run_recs_worker
+
+        run_recs_worker(settings)
     return 0
 
 
@@ -187,6 +191,16 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
         parameters[name] = value
     columns, rows = run_sql(settings, sql, parameters)
     print(format_table(columns, rows))
+    return 0
+
+
+def cmd_recs(settings: Settings, args: argparse.Namespace) -> int:
+    from lustrax.recs import train_now
+
+    report = train_now(settings)
+    print(f"lustrax: trained embeddings of {report['learned']} video(s) from {report['watches']} watch(es) of "
+          f"{report['users']} user(s), {report['cold']} cold start, {report['removed']} removed, "
+          f"in {report['seconds']:.1f} s")
     return 0
 
 
@@ -290,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="what answers; exits non-zero while anything is down").set_defaults(
         handler=cmd_status)
     restart = sub.add_parser("restart", help="restart one component of the running stack and wait until it answers")
-    restart.add_argument("component", help="kafka, s3, edge, ingest, transcode, sink, heat (heat-2, ... with LUSTRAX_HEAT_WORKERS)")
+    restart.add_argument("component", help="kafka, s3, edge, ingest, transcode, sink, heat (heat-2, ... with LUSTRAX_HEAT_WORKERS), "
+                         "moderation, gateway, recs")
     restart.set_defaults(handler=cmd_restart)
     sub.add_parser("setup", help="fetch Kafka (Maven) and build versitygw (Go) into the cache").set_defaults(
         handler=cmd_setup)
@@ -300,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=["ingest", "gateway", "edge"])
     serve.set_defaults(handler=cmd_serve)
     worker = sub.add_parser("worker", help="run one of the stream processors (Faust worker) in the foreground")
-    worker.add_argument("processor", choices=["transcode", "sink", "heat", "moderation"])
+    worker.add_argument("processor", choices=["transcode", "sink", "heat", "moderation", "recs"])
     worker.set_defaults(handler=cmd_worker)
     sql = sub.add_parser("sql", help="run a read-only ClickHouse query and print a table")
     sql.add_argument("query", nargs="?", help="the SQL; {db} stands for the database")
@@ -308,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a query parameter, for {NAME:Type} in the SQL")
     sql.set_defaults(handler=cmd_sql)
+    recs = sub.add_parser("recs", help="recommendations (the recs worker of the running stack)")
+    recs_actions = recs.add_subparsers(dest="action", required=True)
+    recs_actions.add_parser("train", help="recompute the video and user embeddings now").set_defaults(
+        handler=cmd_recs)
     again = sub.add_parser("retranscode", help="transcode one video again")
     again.add_argument("video_id")
     again.set_defaults(handler=cmd_retranscode)

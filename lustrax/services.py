@@ -21,6 +21,7 @@ INFRASTRUCTURE: dict[str, str] = {
     "clickhouse": "ClickHouse server (the local stack embeds chDB instead)",
     "s3": "S3-compatible object store (versitygw)",
     "edge": "CDN edge in front of the public bucket (CloudFront in production; locally infra/edge)",
+    "milvus": "Milvus vector database (the local stack embeds Milvus Lite in the recs worker instead)",
 }
 
 
@@ -39,6 +40,7 @@ PROJECT_SERVICES: dict[str, ServiceSpec] = {
     "heat": ServiceSpec("heat", ("worker", "heat")),
     "moderation": ServiceSpec("moderation", ("worker", "moderation")),
     "gateway": ServiceSpec("gateway", ("serve", "gateway")),
+    "recs": ServiceSpec("recs", ("worker", "recs")),
 }
 
 
@@ -116,6 +118,19 @@ class GatewayProcess(ServiceProcess):
             self.settings.startup_timeout_s)
 
 
+class RecsProcess(ServiceProcess):
+    """The recs worker: its web port and, holding Milvus Lite unless LUSTRAX_MILVUS_URI is set, the
+    loopback port it serves Milvus on."""
+
+    def __init__(self, settings: Settings, tie_to_parent: bool = True) -> None:
+        super().__init__(settings, PROJECT_SERVICES["recs"], "127.0.0.1", settings.recs_web_port, tie_to_parent)
+
+    @property
+    def ports(self) -> list[tuple[str, int]]:
+        milvus = [("127.0.0.1", self.settings.recs_milvus_port)] if self.settings.milvus_uri is None else []
+        return [*super().ports, *milvus]
+
+
 # The local edge runs from this package too, but as infrastructure: started with the S3 server.
 EDGE = ServiceSpec("edge", ("serve", "edge"))
 
@@ -147,4 +162,5 @@ def local_services(settings: Settings, tie_to_parent: bool = True) -> list[Servi
         ServiceProcess(settings, PROJECT_SERVICES["moderation"], "127.0.0.1", settings.moderation_web_port,
                        tie_to_parent),
         GatewayProcess(settings, tie_to_parent),
+        RecsProcess(settings, tie_to_parent),
     ]

@@ -32,7 +32,8 @@ from producers.deps import KIND_KEY, error_response, reject_unknown_query_parame
 from producers.openapi import openapi_document
 from producers.playback import CatalogPlayback, PlaybackSigner
 from producers.age_providers import configured_providers
-from producers.routers import age_gate, catalog, events, health, page, playback, review, uploads
+from producers.analytics import AnalyticsReader
+from producers.routers import age_gate, catalog, events, health, page, playback, reels, review, uploads
 from producers.service import HumanReviewer, IngestService
 from producers.uploads import UploadService
 
@@ -58,10 +59,12 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
         app.state.service = service
         app.state.playback_catalog = CatalogPlayback(service.catalog)
         app.state.playback_signer = PlaybackSigner(settings)
-        app.state.trending = page.TrendingReader(settings)
+        app.state.trending = AnalyticsReader(settings, settings.trending_cache_s)
+        app.state.reels = reels.ReelsReader(settings, AnalyticsReader(settings, settings.recs_cache_s), service.catalog)
         app.state.age_gate = age_gate.AgeGate(settings, configured_providers(settings))
         service.start()
         yield
+        app.state.reels.close()
         await app.state.age_gate.close()
         service.close(own_producer)
 
@@ -69,7 +72,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
                   description=__doc__, docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(reject_unknown_query_parameters)])
     for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router,
-                   page.router, age_gate.router):
+                   page.router, age_gate.router, reels.router):
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
 

@@ -77,6 +77,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         heat_web_port=free_port(),
         ws_port=free_port(),
         socketio_port=free_port(),
+        recs_web_port=free_port(),
+        recs_milvus_port=free_port(),
     )
     local = LocalStack(settings, with_services=False)
     local.start()

@@ -10,46 +10,31 @@ sink's inserts are failing, so `lustrax status` shows it as not ready.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from common.errors import ApiError, LustraxError
 from common.settings import Settings
 from common.tokens import verify_token
 from infra.clickhouse.sandbox import QueryRefused, run_sandboxed
+from processors.loopback import JsonHandler
 
-log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 QUERY_ROLES = frozenset({"admin", "analyst"})
 # None while healthy, else why not (the sink's last insert error).
 HealthCheck = Callable[[], str | None]
 
 
-class JsonReplyHandler(BaseHTTPRequestHandler):
-    """http.server's handler with a JSON answer."""
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 def make_handler(settings: Settings, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
-    class QueryHandler(JsonReplyHandler):
-
+    class QueryHandler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             if self.path != "/healthz":
-                self._reply(404, ApiError(404, "not_found", "no such path").body())
+                self.reply(404, ApiError(404, "not_found", "no such path").body())
             elif (problem := health()) is None:
-                self._reply(200, {"status": "ok"})
+                self.reply(200, {"status": "ok"})
             else:
-                self._reply(503, {"status": "failing", "reason": problem})
+                self.reply(503, {"status": "failing", "reason": problem})
 
         def do_POST(self) -> None:  # noqa: N802
             try:
@@ -76,12 +61,9 @@ def make_handler(settings: Settings, health: HealthCheck) -> type[BaseHTTPReques
                     raise ApiError(400, "query_refused", str(exc), "sql") from None
                 except LustraxError as exc:
                     raise ApiError(400, "query_failed", str(exc), "sql") from None
-                self._reply(200, answer)
+                self.reply(200, answer)
             except ApiError as error:
-                self._reply(error.status, error.body())
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
+                self.reply(error.status, error.body())
 
     return QueryHandler
 

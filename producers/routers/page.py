@@ -9,9 +9,7 @@ the npm package's dist file, copied into static/vendor by `make setup` (package.
 
 from __future__ import annotations
 
-import asyncio
 import html
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,9 +21,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from catalog.fold import PUBLISHED, public_view
-from common.errors import ApiError, LustraxError
+from common.errors import ApiError
 from common.settings import Settings
-from infra.clickhouse.analyst import query_file, run_sql
+from producers.analytics import AnalyticsReader
 from producers.deps import AgeVerifiedDep, ServiceDep, set_kind
 from producers.openapi import operation
 
@@ -36,7 +34,6 @@ HLS_JS = STATIC_DIR / "vendor" / "hls.min.js"
 TRENDING_SCAN = 100
 MAX_TRENDING_LIMIT = 50
 MAX_TRENDING_MINUTES = 24 * 60
-TRENDING_CACHE_ENTRIES = 32
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                     "Cross-Origin-Opener-Policy": "same-origin"}
 
@@ -88,34 +85,6 @@ async def page(request: Request, service: ServiceDep) -> HTMLResponse:
     return HTMLResponse(render_page(service.settings), headers=headers)
 
 
-class TrendingReader:
-    """The trending query's answers, reused for `trending_cache_s` and asked one at a time, so
-    that any number of open pages costs ClickHouse one query per window per interval."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._answers: dict[int, tuple[float, list[dict[str, Any]]]] = {}
-        self._lock = asyncio.Lock()
-
-    async def rows(self, minutes: int) -> list[dict[str, Any]]:
-        async with self._lock:
-            cached = self._answers.get(minutes)
-            if cached is not None and time.monotonic() - cached[0] < self.settings.trending_cache_s:
-                return cached[1]
-            try:
-                columns, rows = await asyncio.to_thread(
-                    run_sql, self.settings, query_file("trending_now"),
-                    {"minutes": str(minutes), "limit": str(TRENDING_SCAN)}, False)
-            except LustraxError as exc:
-                raise ApiError(503, "analytics_unavailable", f"trending is not available: {exc}", None,
-                               retry_after_s=5) from None
-            answer = [dict(zip(columns, row)) for row in rows]
-            if len(self._answers) >= TRENDING_CACHE_ENTRIES:
-                self._answers.clear()
-            self._answers[minutes] = (time.monotonic(), answer)
-            return answer
-
-
 TRENDING_COUNTS = ("views", "unique_viewers", "likes", "net_likes", "completed_sessions", "watch_time_ms")
 
 
@@ -147,9 +116,10 @@ async def trending(request: Request, service: ServiceDep, _age: AgeVerifiedDep,
                    minutes: Annotated[int, Query(ge=1, le=MAX_TRENDING_MINUTES)] = 60,
                    limit: Annotated[int, Query(ge=1, le=MAX_TRENDING_LIMIT)] = 10) -> JSONResponse:
     set_kind(request, "trending")
-    reader: TrendingReader = request.app.state.trending
+    reader: AnalyticsReader = request.app.state.trending
     items = []
-    for row in await reader.rows(minutes):
+    rows = await reader.rows("trending_now", {"minutes": str(minutes), "limit": str(TRENDING_SCAN)}, "trending")
+    for row in rows:
         record = service.catalog.get(str(row["video_id"]))
         # Only published videos: events may name any id, and an unpublished video must not leak.
         if record is None or record.state != PUBLISHED:

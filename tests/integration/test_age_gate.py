@@ -28,7 +28,7 @@ from common.errors import ApiError
 from common.settings import Settings
 from common.tokens import issue_age_token, issue_token
 from producers.age_providers.yoti import YotiClient, signed_payload
-from processors.sink.query_server import JsonReplyHandler
+from processors.loopback import JsonHandler
 from producers.app import create_app
 from tests.helpers import age_token, served
 from tests.integration.test_catalog_api import produce
@@ -54,15 +54,12 @@ class YotiContract:
         self.results: dict[str, tuple[str, datetime, dict[str, Any]]] = {}  # name, created_at, changed fields
         contract = self
 
-        class Handler(JsonReplyHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def _authorized(self) -> bool:
                 if self.headers.get("Yoti-SDK-Id") != SDK_ID:
-                    self._reply(401, {"error_code": "MISSING_SDK_ID", "error_message": "missing or unknown SDK ID"})
+                    self.reply(401, {"error_code": "MISSING_SDK_ID", "error_message": "missing or unknown SDK ID"})
                 elif self.headers.get("Authorization") != f"Bearer {API_KEY}":
-                    self._reply(403, {"error_code": "INVALID_API_KEY", "error_message": "incorrect API key"})
+                    self.reply(403, {"error_code": "INVALID_API_KEY", "error_message": "incorrect API key"})
                 else:
                     return True
                 return False
@@ -71,26 +68,26 @@ class YotiContract:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"null")
                 contract.requests.append(("POST", self.path, dict(self.headers), body))
                 if self.path != "/api/v1/sessions":
-                    return self._reply(404, {"error_code": "NOT_FOUND"})
+                    return self.reply(404, {"error_code": "NOT_FOUND"})
                 if not self._authorized():
                     return None
                 if not isinstance(body, dict) or body.get("type") not in ("OVER", "UNDER", "AGE"):
-                    return self._reply(400, {"error_code": "MISSING_FIELD", "error_message": "type"})
+                    return self.reply(400, {"error_code": "MISSING_FIELD", "error_message": "type"})
                 created = {**recorded("session_created"), "id": str(uuid.uuid4())}
                 contract.results[created["id"]] = ("result_pending", datetime.now(UTC), {})
-                return self._reply(201, created)
+                return self.reply(201, created)
 
             def do_GET(self) -> None:  # noqa: N802
                 contract.requests.append(("GET", self.path, dict(self.headers), None))
                 parts = self.path.split("/")  # /api/v1/sessions/{id}/result
                 if len(parts) != 6 or parts[:4] != ["", "api", "v1", "sessions"] or parts[5] != "result":
-                    return self._reply(404, {"error_code": "NOT_FOUND"})
+                    return self.reply(404, {"error_code": "NOT_FOUND"})
                 if not self._authorized():
                     return None
                 if parts[4] not in contract.results:
-                    return self._reply(404, {"error_code": "SESSION_NOT_FOUND"})
+                    return self.reply(404, {"error_code": "SESSION_NOT_FOUND"})
                 name, created_at, changes = contract.results[parts[4]]
-                return self._reply(200, {**recorded(name), **changes, "id": parts[4],
+                return self.reply(200, {**recorded(name), **changes, "id": parts[4],
                                           "created_at": created_at.isoformat()})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -21,6 +21,7 @@ from schemathesis.config import SchemathesisConfig
 
 from common.settings import Settings, load_settings
 from common.tokens import issue_token
+from infra.milvus.store import LiteServer, VectorStore
 from processors.sink.query_server import start_query_server
 from processors.sink.service import sink_health
 from producers.app import create_app
@@ -46,6 +47,17 @@ def sink_queries(stack: Settings, sink: Any) -> Iterator[None]:
     server = start_query_server("127.0.0.1", stack.sink_query_port, stack, lambda: sink_health(sink))
     yield
     server.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vector_store(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Milvus for `GET /v1/reels`: Milvus Lite served here, as the recs worker serves it."""
+    lite = LiteServer(tmp_path_factory.mktemp("milvus"), stack.recs_milvus_port)
+    store = VectorStore(stack)
+    store.ensure_collections()
+    store.close()
+    yield
+    lite.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ PUBLIC |= {("post", "/v1/age-gate"), ("post", "/v1/age-gate/sessions"), ("post",
            ("post", "/v1/age-gate/sessions/{session_id}/token")}
 # Adult content: each of its security alternatives also asks for the age token (API.md "Age gate").
 AGE_GATED = {("get", "/v1/videos"), ("get", "/v1/videos/{video_id}"), ("post", "/v1/videos/{video_id}/playback"),
-             ("get", "/v1/trending")}
+             ("get", "/v1/trending"), ("get", "/v1/reels")}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Milvus through pymilvus: Milvus Lite embedded in the recs worker by default, a server URI in production."""

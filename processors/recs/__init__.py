@@ -1,0 +1,1 @@
+"""Reels recommendations: embeddings learned from co-watching, user histories, the recs worker."""
