@@ -280,7 +280,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     args = parser.parse_args()
-    quality(args, load_settings(home=Path(tempfile.mkdtemp(prefix="lustrax-bench-"))))
+    quality(args, load_settings())  # the recommendations settings only: nothing is written
     if args.latency:
         latency(args)
     return 0

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Imported with the module, not on first use: the first request of the API must not pay for it.
+from pymilvus import DataType, MilvusClient
+
 from common.errors import LustraxError
 from common.settings import Settings
 
@@ -111,8 +114,6 @@ class VectorStore:
     """The two collections over one pymilvus client; every failure is a VectorStoreError."""
 
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
-        from pymilvus import MilvusClient
-
         self.dim = settings.recs_dim
         self.timeout_s = timeout_s
         try:
@@ -150,8 +151,6 @@ class VectorStore:
         return None
 
     def _create(self, name: str) -> None:
-        from pymilvus import DataType, MilvusClient
-
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         key = "video_id" if name == VIDEOS else "user_id"
         schema.add_field(key, DataType.VARCHAR, is_primary=True, max_length=ID_LENGTH)
