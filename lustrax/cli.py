@@ -165,6 +165,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         from processors.moderation.agent import run_worker as run_moderation_worker
 
         run_moderation_worker(settings)
+    elif args.processor == "takedown":
+        from processors.takedown.agent import run_worker as run_takedown_worker
+
+        run_takedown_worker(settings)
     return 0
 
 
@@ -300,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=["ingest", "gateway", "edge"])
     serve.set_defaults(handler=cmd_serve)
     worker = sub.add_parser("worker", help="run one of the stream processors (Faust worker) in the foreground")
-    worker.add_argument("processor", choices=["transcode", "sink", "heat", "moderation"])
+    worker.add_argument("processor", choices=["transcode", "sink", "heat", "moderation", "takedown"])
     worker.set_defaults(handler=cmd_worker)
     sql = sub.add_parser("sql", help="run a read-only ClickHouse query and print a table")
     sql.add_argument("query", nargs="?", help="the SQL; {db} stands for the database")

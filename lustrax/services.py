@@ -39,6 +39,7 @@ PROJECT_SERVICES: dict[str, ServiceSpec] = {
     "heat": ServiceSpec("heat", ("worker", "heat")),
     "moderation": ServiceSpec("moderation", ("worker", "moderation")),
     "gateway": ServiceSpec("gateway", ("serve", "gateway")),
+    "takedown": ServiceSpec("takedown", ("worker", "takedown")),
 }
 
 
@@ -147,4 +148,5 @@ def local_services(settings: Settings, tie_to_parent: bool = True) -> list[Servi
         ServiceProcess(settings, PROJECT_SERVICES["moderation"], "127.0.0.1", settings.moderation_web_port,
                        tie_to_parent),
         GatewayProcess(settings, tie_to_parent),
+        ServiceProcess(settings, PROJECT_SERVICES["takedown"], "127.0.0.1", settings.takedown_web_port, tie_to_parent),
     ]

@@ -31,7 +31,7 @@ from infra.s3.buckets import s3_client
 from producers.deps import KIND_KEY, error_response, reject_unknown_query_parameters, service_of
 from producers.openapi import openapi_document
 from producers.playback import CatalogPlayback, PlaybackSigner
-from producers.routers import catalog, events, health, page, playback, review, uploads
+from producers.routers import catalog, complaints, dmca, events, health, page, playback, review, uploads
 from producers.service import HumanReviewer, IngestService
 from producers.uploads import UploadService
 
@@ -66,7 +66,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
                   description=__doc__, docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(reject_unknown_query_parameters)])
     for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router,
-                   page.router):
+                   page.router, dmca.router, complaints.router):
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
 

@@ -160,6 +160,30 @@ def validation_error(exc: ValidationError) -> ApiError:
     return ApiError(422, "invalid_field", message, field)
 
 
+def problems_of(exc: ValidationError, describe: dict[str, str] | None = None) -> dict[str, str]:
+    """Every field a pydantic error names -> what is wrong with it (`describe`: what the field is)."""
+    names = describe or {}
+    problems: dict[str, str] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        field = _field_path(tuple(error["loc"])) or "body"
+        problems.setdefault(field, error["msg"] + (f" ({names[field]})" if field in names else ""))
+    return problems
+
+
+def problems_error(problems: dict[str, str], code: str = "invalid_fields") -> ApiError:
+    """One 422 naming every problem: `field` the first, `fields` all of them (a form whose sender must
+    learn at once everything that is missing, such as a DMCA notice)."""
+    message = "; ".join(f"{field}: {problem}" for field, problem in problems.items())
+    return ApiError(422, code, message, next(iter(problems)), fields=tuple(problems))
+
+
+def every_problem(exc: ValidationError, describe: dict[str, str] | None = None) -> ApiError:
+    """problems_error of a pydantic error (a body that is not JSON stays a 400)."""
+    if exc.errors()[0]["type"] == "json_invalid":
+        return validation_error(exc)
+    return problems_error(problems_of(exc, describe))
+
+
 def parse_event(body: bytes) -> ViewEvent | LikeEvent | WatchTickEvent:
     try:
         return EVENT_ADAPTER.validate_json(body)

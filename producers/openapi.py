@@ -22,7 +22,7 @@ from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from common.settings import Settings
 from producers.deps import dependants, get_principal, optional_principal, read_json_body
@@ -66,6 +66,8 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     field: str | None
+    fields: list[str] | None = Field(default=None, description="Every offending field, when there are several "
+                                                                "(`field` is the first of them).")
 
 
 class Error(BaseModel):

@@ -15,18 +15,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from catalog.access import is_admin
 from catalog.fold import public_view, review_view
 from common.errors import ApiError
 from common.tokens import Principal
-from infra.kafka.producer import OutgoingMessage
-from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of
+from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of, require_admin
 from producers.events import validation_error
 from producers.openapi import operation
 from producers.routers.catalog import Video
 from producers.text import DisplayText
-from schemas.codec import encode
-from schemas.topics import TOPIC_BY_SCHEMA
 
 router = APIRouter(prefix="/v1/admin/review")
 MAX_LIMIT = 200
@@ -62,9 +58,7 @@ class ReviewQueue(BaseModel):
 
 
 def _admin(principal: Principal) -> Principal:
-    if not is_admin(principal):
-        raise ApiError(403, "forbidden", "the review queue is for admins", "authorization")
-    return principal
+    return require_admin(principal, "the review queue")
 
 
 @router.get("", **operation(200, ReviewQueue, errors=(403,), description="The queue, oldest request first."))
@@ -92,8 +86,7 @@ async def decide(video_id: VideoIdPath, service: ServiceDep, principal: Annotate
     # Blocking S3 work (the decision record, the ladder copies): off the loop; S3 trouble is a 503.
     events = await service.storage(service.reviewer, video_id, decision.decision == "approve",
                                    principal.user_id, decision.reason)
-    await service.producer.produce_all([OutgoingMessage(TOPIC_BY_SCHEMA[schema].name, video_id.encode(),
-                                                        encode(schema, record)) for schema, record in events])
+    await service.produce_records(events)
     service.catalog.apply_all(events)
     record = service.catalog.get(video_id)
     assert record is not None
