@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,7 @@ from schemas.envelope import new_record
 
 router = APIRouter()
 MAX_URLS = 50
+MAX_URL_LENGTH = 2048
 NOTICE_ID_PATTERN = r"^dmca_[a-z0-9]{20}$"
 NoticeIdPath = Annotated[str, Path(description="A notice id this API issued.", max_length=64,
                                    json_schema_extra={"pattern": NOTICE_ID_PATTERN})]
@@ -75,7 +77,7 @@ class DmcaNotice(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     copyrighted_work: Annotated[str, DisplayText(2000)]
-    infringing_urls: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(min_length=1,
+    infringing_urls: list[Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)]] = Field(min_length=1,
                                                                                          max_length=MAX_URLS)
     complainant: Complainant
     good_faith_statement: Literal[True]
@@ -152,28 +154,20 @@ def _at(event: Any) -> datetime | None:
     return None if event is None else event["occurred_at"]
 
 
-def _resolve(service: IngestService, urls: list[Any]) -> tuple[list[tuple[str, str]], list[str]]:
-    """(video id, url) of each URL naming a public (or already taken-down) video; the fields of the others."""
-    found: list[tuple[str, str]] = []
-    unknown: list[str] = []
-    for index, url in enumerate(urls):
-        video_id = video_id_named_by(url, service.settings.public_base_url) if isinstance(url, str) else None
+def public_video_of(service: IngestService) -> Callable[[str], str | None]:
+    """The video id a URL (or id) names when it is public or already taken down, else None."""
+
+    def lookup(url: str) -> str | None:
+        video_id = video_id_named_by(url, service.settings.public_base_url)
         record = None if video_id is None else service.catalog.get(video_id)
-        if record is None or record.state not in (PUBLISHED, TAKEN_DOWN):
-            unknown.append(f"infringing_urls[{index}]")
-        elif video_id not in {v for v, _ in found}:
-            found.append((video_id, url))
-    return found, unknown
+        return video_id if record is not None and record.state in (PUBLISHED, TAKEN_DOWN) else None
+
+    return lookup
 
 
-@router.post("/v1/dmca/notices", summary="Send a DMCA notice of claimed infringement",
-             **operation(201, NoticeAccepted, body=DmcaNotice, errors=(429, 503),
-                         description="The notice is recorded; the named videos are taken down expeditiously. 422 "
-                                     "names every missing or false element (`fields`) and every URL that names no "
-                                     "public video."))
-async def post_notice(request: Request, service: ServiceDep, body: JsonBody) -> JSONResponse:
-    set_kind(request, "dmca_notice")
-    service.limit_reports(client_ip(request))
+def check_notice(body: bytes, public_video: Callable[[str], str | None]) -> tuple[DmcaNotice, list[tuple[str, str]]]:
+    """The notice and its (video id, url) pairs, each video once; else one 422 naming every missing or
+    false element and every URL that names no public video (pure but for `public_video`)."""
     problems: dict[str, str] = {}
     notice: DmcaNotice | None = None
     try:
@@ -184,12 +178,28 @@ async def post_notice(request: Request, service: ServiceDep, body: JsonBody) -> 
         problems = problems_of(exc, NOTICE_ELEMENTS)
     raw = json.loads(body)  # valid JSON: the model parsed it, or said what else is wrong
     urls = raw.get("infringing_urls") if isinstance(raw, dict) else None
-    found, unknown = _resolve(service, urls[:MAX_URLS] if isinstance(urls, list) else [])
-    for field in unknown:
-        problems.setdefault(field, "names no public video of this service (a video id or its public URL)")
-    if problems:
+    found: dict[str, str] = {}
+    for index, url in enumerate(urls[:MAX_URLS] if isinstance(urls, list) else []):
+        video_id = public_video(url) if isinstance(url, str) and len(url) <= MAX_URL_LENGTH else None
+        if video_id is None:
+            problems.setdefault(f"infringing_urls[{index}]",
+                                "names no public video of this service (a video id or its public URL)")
+        else:
+            found.setdefault(video_id, url)
+    if problems or notice is None:
         raise problems_error(problems, "invalid_notice")
-    assert notice is not None
+    return notice, list(found.items())
+
+
+@router.post("/v1/dmca/notices", summary="Send a DMCA notice of claimed infringement",
+             **operation(201, NoticeAccepted, body=DmcaNotice, errors=(429, 503),
+                         description="The notice is recorded; the named videos are taken down expeditiously. 422 "
+                                     "names every missing or false element (`fields`) and every URL that names no "
+                                     "public video."))
+async def post_notice(request: Request, service: ServiceDep, body: JsonBody) -> JSONResponse:
+    set_kind(request, "dmca_notice")
+    service.limit_reports(client_ip(request))
+    notice, found = check_notice(body, public_video_of(service))
     notice_id = _new_id("dmca_")
     video_ids = [video_id for video_id, _ in found]
     events = []
