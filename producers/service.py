@@ -61,11 +61,11 @@ class IngestService:
         self.cases = CaseBook()
         self.cases_feed = CatalogFeed(settings.kafka_bootstrap, self.cases, TRUST_TOPICS, name="cases")
         self.report_limiter = TokenBucketLimiter(settings.trust_report_burst, settings.trust_report_rate_per_min / 60)
+        self.cursors = CursorCodec(settings.jwt_signing_secret)
+        self.metrics = IngestMetrics()
         Gauge("lustrax_complaints_overdue", "Open complaints past their resolution deadline",
               registry=self.metrics.registry).set_function(
             lambda: sum(is_overdue(case, self.trust_now()) for case in self.cases.complaints()))
-        self.cursors = CursorCodec(settings.jwt_signing_secret)
-        self.metrics = IngestMetrics()
         self.like_limiter = TokenBucketLimiter(settings.ingest_like_burst, settings.ingest_like_rate_per_min / 60)
         self.recent = RecentIds()
         self.tokens = TokenVerifier(settings.jwt_signing_secret, max_ttl_s=settings.jwt_max_ttl_s)
