@@ -45,6 +45,10 @@ Clock = Callable[[], datetime]
 MAX_EFFECTS_PER_PASS = 10_000
 
 
+def _key(effect: Effect) -> str:
+    return str(effect.events[0][1]["event_id"])
+
+
 def offset_clock(offset_s: float) -> Clock:
     return lambda: datetime.now(UTC) + timedelta(seconds=offset_s)
 
@@ -101,18 +105,26 @@ class TakedownAgent:
 
     def reconcile(self) -> int:
         """Perform what is due, one effect at a time (each one's events folded before the next is
-        chosen: a strike count is exact); how many were performed."""
-        done = 0
+        chosen: a strike count is exact); how many were performed. An effect that fails is left for
+        the next tick (S3 or the broker away) and the others go on."""
+        done, failed = 0, set()
         while done < MAX_EFFECTS_PER_PASS and not self.stopping.is_set():
-            effects = due(self.book, self.policy, self.clock())
+            effects = [e for e in due(self.book, self.policy, self.clock()) if _key(e) not in failed]
             if not effects:
                 break
+            effect = effects[0]
             try:
-                self.perform(effects[0])
-            except (ClientError, BotoCoreError, LustraxError) as exc:  # S3 or the broker: again at the next tick
+                self.perform(effect)
+            except (ClientError, BotoCoreError, LustraxError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("takedown effect on %s failed, retrying later: %s", effects[0].video_id, exc)
-                break
+                log.warning("takedown effect on %s failed, retrying at the next tick: %s", effect.video_id, exc)
+                failed.add(_key(effect))
+                continue
+            except Exception:  # noqa: BLE001 - a bug on one case must not stop every other case
+                self.last_error = f"unexpected error on {effect.video_id}"
+                log.exception("takedown effect on %s failed unexpectedly", effect.video_id)
+                failed.add(_key(effect))
+                continue
             self.last_error = None
             done += 1
         self.performed += done

@@ -28,6 +28,7 @@ from datetime import date, datetime
 from typing import Any
 
 from catalog.cases import COMPLAINT, DMCA, Case, CaseBook, restore_after
+from infra.s3.layout import is_video_id
 from schemas.envelope import new_record
 
 PRODUCER_NAME = "takedown"
@@ -186,6 +187,8 @@ def due(book: CaseBook, policy: Policy, now: datetime) -> list[Effect]:
 
 def _due(book: CaseBook, policy: Policy, now: datetime) -> Iterator[Effect]:
     for case in list(book.cases.values()):
+        if not is_video_id(case.video_id):
+            continue  # not a video this service made (a forged event): nothing to take down or restore
         for step in (lambda: _takedown(case, policy, now), lambda: _strike(book, case, now),
                      lambda: _termination(book, case, policy, now), lambda: _forward_counter_notice(case, policy, now),
                      lambda: _court_action_noticed(case, now), lambda: _restore(book, case, policy, now),

@@ -38,7 +38,8 @@ from tests.lifecycle import Video
 pytestmark = pytest.mark.integration
 
 PLAYLIST = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n720p/index.m3u8\n"
-REPORT_BURST = 25  # notices and complaints per IP before 429: the flood test uses them up, last
+REPORT_BURST = 15  # notices and complaints per IP before 429: the flood test uses them up, last
+HTTP = httpx.Client(timeout=15)  # one client: a new one per request costs an SSL context (~0.1 s)
 
 
 class MovableClock:
@@ -127,7 +128,7 @@ def published_video(trust: Stack, uploader: str = "bob") -> Video:
     uploaded, published = video.uploaded(), video.published()
     uploaded[1]["occurred_at"] = published[1]["occurred_at"] = datetime.now(UTC)
     produce(settings, [uploaded, published])
-    wait_for("the catalog shows the video", lambda: httpx.get(f"{trust.api}/v1/videos/{video.video_id}").status_code
+    wait_for("the catalog shows the video", lambda: HTTP.get(f"{trust.api}/v1/videos/{video.video_id}").status_code
              == 200)
     return video
 
@@ -140,12 +141,12 @@ def notice_body(trust: Stack, *video_ids: str) -> dict[str, Any]:
 
 
 def state_of(trust: Stack, video_id: str) -> str:
-    answer = httpx.get(f"{trust.api}/v1/videos/{video_id}", headers=trust.headers("root", "admin"))
+    answer = HTTP.get(f"{trust.api}/v1/videos/{video_id}", headers=trust.headers("root", "admin"))
     return str(answer.json()["state"])
 
 
 def edge_status(trust: Stack, video_id: str) -> int:
-    return httpx.get(f"{trust.edge}/{public_prefix(video_id, False)}master.m3u8").status_code
+    return HTTP.get(f"{trust.edge}/{public_prefix(video_id, False)}master.m3u8").status_code
 
 
 def removed_frames(trust: Stack, video_id: str) -> set[str]:
@@ -159,15 +160,15 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
     listen(trust, ["feed", f"video:{video_id}"])
     assert edge_status(trust, video_id) == 200
 
-    answer = httpx.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id))
+    answer = HTTP.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id))
     assert answer.status_code == 201, answer.text
     notice_id = answer.json()["notice_id"]
     assert answer.json()["video_ids"] == [video_id] and answer.json()["status"] == "received"
 
     # Taken down: the catalog, the public bucket behind the edge, the subscribers.
     wait_for("the catalog shows taken_down", lambda: state_of(trust, video_id) == "taken_down")
-    assert httpx.get(f"{trust.api}/v1/videos/{video_id}").status_code == 404  # not public any more
-    listed = httpx.get(f"{trust.api}/v1/videos", params={"limit": 100}).json()["items"]
+    assert HTTP.get(f"{trust.api}/v1/videos/{video_id}").status_code == 404  # not public any more
+    listed = HTTP.get(f"{trust.api}/v1/videos", params={"limit": 100}).json()["items"]
     assert video_id not in {item["video_id"] for item in listed}
     assert list_keys(s3_client(trust.settings), trust.settings.s3_public_bucket, public_prefix(video_id, False)) == []
     assert edge_status(trust, video_id) in (403, 404)
@@ -175,23 +176,23 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
     wait_for("video_removed on feed and video:{id}",
              lambda: removed_frames(trust, video_id) == {"feed", f"video:{video_id}"})
     admin = trust.headers("root", "admin")
-    view = httpx.get(f"{trust.api}/v1/dmca/notices/{notice_id}", headers=admin).json()
+    view = HTTP.get(f"{trust.api}/v1/dmca/notices/{notice_id}", headers=admin).json()
     assert view["status"] == "taken_down" and view["videos"][0]["taken_down_at"]
 
     # Another user's counter-notice is refused; the uploader's is taken and forwarded.
     counter = {"notice_id": notice_id, "video_id": video_id, "good_faith_mistake_statement": True,
                "consent_to_jurisdiction": True, "name": "Bob", "address": "1 Main St", "signature": "Bob"}
-    assert httpx.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,
+    assert HTTP.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,
                       headers=trust.headers("mallory")).status_code == 403
-    missing = httpx.post(f"{trust.api}/v1/dmca/counter-notices", headers=trust.headers("bob"),
+    missing = HTTP.post(f"{trust.api}/v1/dmca/counter-notices", headers=trust.headers("bob"),
                          json={"notice_id": notice_id, "video_id": video_id})
     assert missing.status_code == 422 and set(missing.json()["error"]["fields"]) == {
         "good_faith_mistake_statement", "consent_to_jurisdiction", "name", "address", "signature"}
-    taken = httpx.post(f"{trust.api}/v1/dmca/counter-notices", json=counter, headers=trust.headers("bob"))
+    taken = HTTP.post(f"{trust.api}/v1/dmca/counter-notices", json=counter, headers=trust.headers("bob"))
     assert taken.status_code == 201, taken.text
     restore_after = datetime.fromisoformat(taken.json()["restore_after"])
     assert timedelta(days=13.99) <= restore_after - datetime.now(UTC) <= timedelta(days=16)  # 10 business days
-    assert httpx.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,
+    assert HTTP.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,
                       headers=trust.headers("bob")).status_code == 409  # once
 
     trust.advance(9)  # not yet ten business days
@@ -200,8 +201,8 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
     trust.advance(7)
     wait_for("the video restored", lambda: state_of(trust, video_id) == "published")
     wait_for("the edge serves it again", lambda: edge_status(trust, video_id) == 200)
-    assert httpx.get(f"{trust.api}/v1/videos/{video_id}").status_code == 200
-    wait_for("the notice restored", lambda: httpx.get(f"{trust.api}/v1/dmca/notices/{notice_id}",
+    assert HTTP.get(f"{trust.api}/v1/videos/{video_id}").status_code == 200
+    wait_for("the notice restored", lambda: HTTP.get(f"{trust.api}/v1/dmca/notices/{notice_id}",
                                                       headers=admin).json()["status"] == "restored")
 
     # The whole case in ClickHouse, for audit.
@@ -220,17 +221,17 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
 def test_a_court_action_stops_the_restore(trust: Stack) -> None:
     trust.clock.offset = timedelta()  # back to the wall clock: the counter-notice below is received now
     video_id = published_video(trust).video_id
-    notice_id = httpx.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id)).json()["notice_id"]
+    notice_id = HTTP.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id)).json()["notice_id"]
     wait_for("taken down", lambda: state_of(trust, video_id) == "taken_down")
     counter = {"notice_id": notice_id, "video_id": video_id, "good_faith_mistake_statement": True,
                "consent_to_jurisdiction": True, "name": "Bob", "address": "1 Main St", "signature": "Bob"}
-    assert httpx.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,
+    assert HTTP.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,
                       headers=trust.headers("bob")).status_code == 201
     path = f"{trust.api}/v1/admin/dmca/notices/{notice_id}/court-action"
     forged = {"Authorization": "Bearer " + issue_token("not-the-secret", "root", ("admin",), 600)}
-    assert httpx.post(path, json={"note": "x"}, headers=forged).status_code == 401
-    assert httpx.post(path, json={"note": "x"}, headers=trust.headers("bob")).status_code == 403
-    recorded = httpx.post(path, json={"note": "N.D. Cal. 5:26-cv-1"}, headers=trust.headers("root", "admin"))
+    assert HTTP.post(path, json={"note": "x"}, headers=forged).status_code == 401
+    assert HTTP.post(path, json={"note": "x"}, headers=trust.headers("bob")).status_code == 403
+    recorded = HTTP.post(path, json={"note": "N.D. Cal. 5:26-cv-1"}, headers=trust.headers("root", "admin"))
     assert recorded.status_code == 200 and recorded.json()["status"] == "court_action"
     trust.advance(30)
     time.sleep(1.0)
@@ -243,29 +244,29 @@ def test_strikes_terminate_a_repeat_infringer_whose_uploads_are_then_refused(tru
     upload = {"title": "t", "content_type": "video/mp4", "size_bytes": 1000}
     first, second = published_video(trust, carol).video_id, published_video(trust, carol).video_id
     for video_id in (first, second):
-        assert httpx.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id)).status_code == 201
-    refused = wait_for("the upload refused", lambda: (r := httpx.post(
+        assert HTTP.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id)).status_code == 201
+    refused = wait_for("the upload refused", lambda: (r := HTTP.post(
         f"{trust.api}/v1/uploads", json=upload, headers=trust.headers(carol))).status_code == 403 and r)
     assert refused.json()["error"]["code"] == "account_terminated"
-    assert httpx.post(f"{trust.api}/v1/uploads", json=upload, headers=trust.headers("dave")).status_code == 201
+    assert HTTP.post(f"{trust.api}/v1/uploads", json=upload, headers=trust.headers("dave")).status_code == 201
 
 
 def test_a_depicted_person_complaint_hides_at_once_and_the_queue_decides(trust: Stack) -> None:
     video_id = published_video(trust).video_id
-    bad = httpx.post(f"{trust.api}/v1/complaints", json={"video_id": video_id, "reason": "nope"})
+    bad = HTTP.post(f"{trust.api}/v1/complaints", json={"video_id": video_id, "reason": "nope"})
     assert bad.status_code == 422 and set(bad.json()["error"]["fields"]) == {"reason", "contact"}
-    answer = httpx.post(f"{trust.api}/v1/complaints", json={"video_id": video_id, "reason": "depicted_without_consent",
+    answer = HTTP.post(f"{trust.api}/v1/complaints", json={"video_id": video_id, "reason": "depicted_without_consent",
                                                              "contact": "me@example.com", "details": "it is me"})
     assert answer.status_code == 201 and answer.json()["hidden"] is True
     complaint_id = answer.json()["complaint_id"]
     wait_for("hidden at once", lambda: state_of(trust, video_id) == "taken_down")
     assert edge_status(trust, video_id) in (403, 404)
-    other = httpx.post(f"{trust.api}/v1/complaints", json={"video_id": video_id, "reason": "spam", "contact": "x@y.z"})
+    other = HTTP.post(f"{trust.api}/v1/complaints", json={"video_id": video_id, "reason": "spam", "contact": "x@y.z"})
     assert other.status_code == 201 and other.json()["hidden"] is False
 
     queue_url = f"{trust.api}/v1/admin/complaints"
-    assert httpx.get(queue_url, headers=trust.headers("bob")).status_code == 403
-    items = {item["complaint_id"]: item for item in httpx.get(
+    assert HTTP.get(queue_url, headers=trust.headers("bob")).status_code == 403
+    items = {item["complaint_id"]: item for item in HTTP.get(
         queue_url, params={"limit": 200}, headers=trust.headers("root", "admin")).json()["items"]}
     assert items[complaint_id]["status"] == "open" and items[complaint_id]["overdue"] is False
 
@@ -276,21 +277,21 @@ def test_a_depicted_person_complaint_hides_at_once_and_the_queue_decides(trust: 
         "video_id": video_id, "complaint_id": stale_id, "reason": "OTHER", "contact": "x@y.z", "details": None,
         "uploader_id": "bob", "hide": False, "due_at": old + timedelta(days=9)}, occurred_at=old))])
     flagged = wait_for("the overdue complaint in the queue", lambda: [
-        item for item in httpx.get(queue_url, params={"limit": 200}, headers=trust.headers("root", "admin")).json()["items"]
+        item for item in HTTP.get(queue_url, params={"limit": 200}, headers=trust.headers("root", "admin")).json()["items"]
         if item["complaint_id"] == stale_id and item["overdue"]])
     assert flagged
-    assert "lustrax_complaints_overdue 1.0" in httpx.get(f"{trust.api}/metrics").text
+    assert "lustrax_complaints_overdue 1.0" in HTTP.get(f"{trust.api}/metrics").text
 
     decide = f"{queue_url}/{complaint_id}"
-    decided = httpx.post(decide, json={"decision": "dismiss"}, headers=trust.headers("root", "admin"))
+    decided = HTTP.post(decide, json={"decision": "dismiss"}, headers=trust.headers("root", "admin"))
     assert decided.status_code == 200 and decided.json()["status"] == "dismissed"
-    assert httpx.post(decide, json={"decision": "uphold"}, headers=trust.headers("root", "admin")).status_code == 409
+    assert HTTP.post(decide, json={"decision": "uphold"}, headers=trust.headers("root", "admin")).status_code == 409
     wait_for("restored after the dismissal", lambda: state_of(trust, video_id) == "published")
-    httpx.post(f"{queue_url}/{stale_id}", json={"decision": "dismiss"}, headers=trust.headers("root", "admin"))
+    HTTP.post(f"{queue_url}/{stale_id}", json={"decision": "dismiss"}, headers=trust.headers("root", "admin"))
 
 
 def test_an_incomplete_notice_names_every_missing_element(trust: Stack) -> None:
-    answer = httpx.post(f"{trust.api}/v1/dmca/notices", json={"infringing_urls": ["nope"],
+    answer = HTTP.post(f"{trust.api}/v1/dmca/notices", json={"infringing_urls": ["nope"],
                                                               "good_faith_statement": False})
     assert answer.status_code == 422
     error = answer.json()["error"]
@@ -301,29 +302,31 @@ def test_an_incomplete_notice_names_every_missing_element(trust: Stack) -> None:
 
 @pytest.mark.parametrize("notice_id", ["..%2F..%2Fetc", "dmca_" + "a" * 20, "x" * 65, "dmca_%00"])
 def test_odd_notice_ids_name_nothing(trust: Stack, notice_id: str) -> None:
-    answer = httpx.get(f"{trust.api}/v1/dmca/notices/{notice_id}", headers=trust.headers("root", "admin"))
+    answer = HTTP.get(f"{trust.api}/v1/dmca/notices/{notice_id}", headers=trust.headers("root", "admin"))
     assert answer.status_code in (404, 422)
-    assert httpx.get(f"{trust.api}/v1/dmca/notices/{notice_id}", headers=trust.headers("bob")).status_code in (
+    assert HTTP.get(f"{trust.api}/v1/dmca/notices/{notice_id}", headers=trust.headers("bob")).status_code in (
         403, 404, 422)
 
 
 def test_an_oversized_notice_is_refused_before_it_is_read(trust: Stack) -> None:
     size = trust.settings.ingest_max_body_bytes + 1
-    answer = httpx.post(f"{trust.api}/v1/dmca/notices", content=b"{" + b" " * size + b"}",
+    answer = HTTP.post(f"{trust.api}/v1/dmca/notices", content=b"{" + b" " * size + b"}",
                         headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
 
 
 def test_the_form_is_served_without_external_assets(trust: Stack) -> None:
-    page = httpx.get(f"{trust.api}/dmca")
+    page = HTTP.get(f"{trust.api}/dmca")
     assert page.status_code == 200 and 'src="/static/dmca.js"' in page.text and "http" not in page.text.split(
         "<body>")[0].replace("http-equiv", "")
     assert "connect-src 'self'" in page.headers["content-security-policy"]
-    assert httpx.get(f"{trust.api}/static/dmca.js").status_code == 200
+    assert HTTP.get(f"{trust.api}/static/dmca.js").status_code == 200
 
 
 def test_notice_flooding_is_rate_limited_per_address(trust: Stack) -> None:
-    statuses = [httpx.post(f"{trust.api}/v1/dmca/notices", json={}).status_code for _ in range(REPORT_BURST + 1)]
-    assert 429 in statuses
-    limited = httpx.post(f"{trust.api}/v1/complaints", json={})
+    statuses = []
+    while 429 not in statuses and len(statuses) <= REPORT_BURST:
+        statuses.append(HTTP.post(f"{trust.api}/v1/dmca/notices", json={}).status_code)
+    assert statuses[-1] == 429 and set(statuses[:-1]) <= {422}
+    limited = HTTP.post(f"{trust.api}/v1/complaints", json={})
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1

@@ -4,6 +4,7 @@ court actions, strikes and termination, complaints, in any order and after any r
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -11,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from catalog.cases import CaseBook, add_business_days, case_status, is_overdue
+from catalog.cases import TRUST_SCHEMAS, CaseBook, add_business_days, case_status, is_overdue
 from infra.s3.layout import new_video_id
+from processors.sink.rows import MAPPING_BY_TABLE, TABLE_OF_SCHEMA
 from processors.takedown.machine import REMOVE, REPUBLISH, Effect, Policy, due
 from schemas.codec import encode
 from schemas.envelope import new_record
+from tests.unit.test_avro_codec import SAMPLES
 
 MONDAY = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)  # a Monday
 POLICY = Policy(restore_business_days=10, strike_threshold=3)
@@ -224,3 +227,21 @@ def test_effect_event_ids_are_derived_from_the_case_and_the_step() -> None:
 def test_an_unknown_event_is_refused() -> None:
     with pytest.raises(ValueError):
         CaseBook().apply("VideoView", {"video_id": "v"})
+
+
+def test_a_case_of_something_that_is_no_video_id_is_never_acted_on() -> None:
+    book = CaseBook()
+    book.apply_all([notice("../../etc", "dmca_1"), complaint("poison-1", "cmp_1", "UNDERAGE", hide=True)])
+    assert due(book, POLICY, MONDAY) == []
+
+
+def test_every_trust_event_is_one_audit_row_with_the_whole_event() -> None:
+    columns = MAPPING_BY_TABLE["trust_events"].columns
+    for schema in TRUST_SCHEMAS:
+        mapping = TABLE_OF_SCHEMA[schema]
+        row = dict(zip(columns, mapping.row(SAMPLES[schema])))
+        assert mapping.table == "trust_events" and mapping.columns == columns
+        assert row["event_type"] == schema and row["video_id"] == SAMPLES[schema]["video_id"]
+        payload = json.loads(row["payload"])
+        assert set(payload) == set(SAMPLES[schema]) - {"event_id", "occurred_at", "producer"}
+        assert bool(row["case_id"]) == (schema != "AccountTerminated"), schema  # no case: the account's
