@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from common.process import free_port
+from lustrax import cli
 from common.settings import Settings
 from common.tokens import issue_token
 from infra.edge.server import create_edge_app
@@ -218,7 +219,8 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
     wait_for("the audit rows", audited, timeout_s=30)
 
 
-def test_a_court_action_stops_the_restore(trust: Stack) -> None:
+def test_a_court_action_stops_the_restore(trust: Stack, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     trust.clock.offset = timedelta()  # back to the wall clock: the counter-notice below is received now
     video_id = published_video(trust).video_id
     notice_id = HTTP.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id)).json()["notice_id"]
@@ -231,12 +233,16 @@ def test_a_court_action_stops_the_restore(trust: Stack) -> None:
     forged = {"Authorization": "Bearer " + issue_token("not-the-secret", "root", ("admin",), 600)}
     assert HTTP.post(path, json={"note": "x"}, headers=forged).status_code == 401
     assert HTTP.post(path, json={"note": "x"}, headers=trust.headers("bob")).status_code == 403
-    recorded = HTTP.post(path, json={"note": "N.D. Cal. 5:26-cv-1"}, headers=trust.headers("root", "admin"))
-    assert recorded.status_code == 200 and recorded.json()["status"] == "court_action"
+    monkeypatch.setattr(cli, "load_settings", lambda: trust.settings)  # the CLI goes through the API as an admin
+    assert cli.main(["dmca", "--url", trust.api, "court-action", notice_id, "--note", "N.D. Cal. 5:26-cv-1"]) == 0
+    assert "now court_action" in capsys.readouterr().out
+    assert HTTP.post(path, json={}, headers=trust.headers("root", "admin")).json()["status"] == "court_action"
     trust.advance(30)
     time.sleep(1.0)
     assert state_of(trust, video_id) == "taken_down"
     assert edge_status(trust, video_id) in (403, 404)
+    assert cli.main(["dmca", "--url", trust.api, "show", notice_id]) == 0
+    assert video_id in (shown := capsys.readouterr().out) and "court_action" in shown
 
 
 def test_strikes_terminate_a_repeat_infringer_whose_uploads_are_then_refused(trust: Stack) -> None:
@@ -251,7 +257,8 @@ def test_strikes_terminate_a_repeat_infringer_whose_uploads_are_then_refused(tru
     assert HTTP.post(f"{trust.api}/v1/uploads", json=upload, headers=trust.headers("dave")).status_code == 201
 
 
-def test_a_depicted_person_complaint_hides_at_once_and_the_queue_decides(trust: Stack) -> None:
+def test_a_depicted_person_complaint_hides_at_once_and_the_queue_decides(
+        trust: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     video_id = published_video(trust).video_id
     bad = HTTP.post(f"{trust.api}/v1/complaints", json={"video_id": video_id, "reason": "nope"})
     assert bad.status_code == 422 and set(bad.json()["error"]["fields"]) == {"reason", "contact"}
@@ -282,9 +289,14 @@ def test_a_depicted_person_complaint_hides_at_once_and_the_queue_decides(trust: 
     assert flagged
     assert "lustrax_complaints_overdue 1.0" in HTTP.get(f"{trust.api}/metrics").text
 
+    monkeypatch.setattr(cli, "load_settings", lambda: trust.settings)
+    assert cli.main(["complaints", "--url", trust.api, "list", "--limit", "200"]) == 0
+    assert complaint_id in capsys.readouterr().out
+    assert cli.main(["complaints", "--url", trust.api, "dismiss", complaint_id]) == 0
+    assert "now dismissed" in capsys.readouterr().out
     decide = f"{queue_url}/{complaint_id}"
-    decided = HTTP.post(decide, json={"decision": "dismiss"}, headers=trust.headers("root", "admin"))
-    assert decided.status_code == 200 and decided.json()["status"] == "dismissed"
+    again = HTTP.post(decide, json={"decision": "dismiss"}, headers=trust.headers("root", "admin"))
+    assert again.status_code == 200 and again.json()["status"] == "dismissed"  # the same decision: the same answer
     assert HTTP.post(decide, json={"decision": "uphold"}, headers=trust.headers("root", "admin")).status_code == 409
     wait_for("restored after the dismissal", lambda: state_of(trust, video_id) == "published")
     HTTP.post(f"{queue_url}/{stale_id}", json={"decision": "dismiss"}, headers=trust.headers("root", "admin"))
