@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError,
                       ValidationInfo, WithJsonSchema, field_validator)
@@ -182,6 +182,19 @@ def every_problem(exc: ValidationError, describe: dict[str, str] | None = None) 
     if exc.errors()[0]["type"] == "json_invalid":
         return validation_error(exc)
     return problems_error(problems_of(exc, describe))
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(model: type[ModelT], body: bytes, every: bool = False,
+               describe: dict[str, str] | None = None) -> ModelT:
+    """The JSON body as `model`; else the first problem as the API's error, or with `every` one 422
+    naming all of them (every_problem)."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise (every_problem(exc, describe) if every else validation_error(exc)) from None
 
 
 def parse_event(body: bytes) -> ViewEvent | LikeEvent | WatchTickEvent:

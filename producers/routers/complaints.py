@@ -15,14 +15,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from catalog.cases import Case, add_business_days, case_status, is_overdue
 from catalog.fold import PUBLISHED, TAKEN_DOWN
 from common.errors import ApiError
 from common.tokens import Principal
 from producers.deps import JsonBody, ServiceDep, client_ip, principal_of, require_admin, set_kind
-from producers.events import PRODUCER_NAME, every_problem, validation_error
+from producers.events import PRODUCER_NAME, parse_body
 from producers.openapi import operation
 from producers.text import DisplayText
 from schemas.envelope import new_record
@@ -100,10 +100,7 @@ def complaint_view(case: Case, now: datetime) -> dict[str, Any]:
 async def post_complaint(request: Request, service: ServiceDep, body: JsonBody) -> JSONResponse:
     set_kind(request, "complaint")
     service.limit_reports(client_ip(request))
-    try:
-        complaint = ComplaintRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise every_problem(exc) from None
+    complaint = parse_body(ComplaintRequest, body, every=True)
     record = service.catalog.get(complaint.video_id)
     if record is None or record.state not in (PUBLISHED, TAKEN_DOWN):
         raise ApiError(422, "unknown_video", "no public video with this video_id", "video_id")
@@ -142,10 +139,7 @@ async def decide_complaint(complaint_id: ComplaintIdPath, service: ServiceDep,
                            principal: Annotated[Principal, principal_of("complaints")],
                            body: JsonBody) -> dict[str, Any]:
     require_admin(principal, "deciding complaints")
-    try:
-        decision = ComplaintDecision.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    decision = parse_body(ComplaintDecision, body)
     case = service.cases.complaint(complaint_id)
     if case is None:
         raise ApiError(404, "not_found", "no complaint with this complaint_id", "complaint_id")

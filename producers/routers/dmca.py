@@ -26,7 +26,7 @@ from common.errors import ApiError
 from common.tokens import Principal
 from infra.s3.layout import video_id_named_by
 from producers.deps import JsonBody, ServiceDep, client_ip, principal_of, require_admin, set_kind
-from producers.events import PRODUCER_NAME, every_problem, problems_error, problems_of, validation_error
+from producers.events import PRODUCER_NAME, parse_body, problems_error, problems_of, validation_error
 from producers.openapi import operation
 from producers.routers.page import SECURITY_HEADERS, STATIC_DIR
 from producers.service import IngestService
@@ -261,10 +261,7 @@ async def get_notice(notice_id: NoticeIdPath, service: ServiceDep,
 async def post_counter_notice(request: Request, service: ServiceDep,
                               principal: Annotated[Principal, principal_of("dmca_counter_notice")],
                               body: JsonBody) -> JSONResponse:
-    try:
-        counter = CounterNotice.model_validate_json(body)
-    except ValidationError as exc:
-        raise every_problem(exc, COUNTER_ELEMENTS) from None
+    counter = parse_body(CounterNotice, body, every=True, describe=COUNTER_ELEMENTS)
     case = service.cases.cases.get((counter.notice_id, counter.video_id))
     if case is None or case.notice is None:
         raise ApiError(404, "not_found", "this notice does not name this video", "video_id")
@@ -298,10 +295,7 @@ async def post_court_action(notice_id: NoticeIdPath, service: ServiceDep,
                             principal: Annotated[Principal, principal_of("dmca_court_action")],
                             body: JsonBody) -> dict[str, Any]:
     require_admin(principal, "recording court actions")
-    try:
-        action = CourtAction.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    action = parse_body(CourtAction, body)
     cases = _notice_cases(service, notice_id)
     if action.video_id is not None:
         cases = [case for case in cases if case.video_id == action.video_id]

@@ -13,13 +13,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from catalog.fold import public_view, review_view
 from common.errors import ApiError
 from common.tokens import Principal
 from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of, require_admin
-from producers.events import validation_error
+from producers.events import parse_body
 from producers.openapi import operation
 from producers.routers.catalog import Video
 from producers.text import DisplayText
@@ -73,10 +73,7 @@ async def review_queue(service: ServiceDep, principal: Annotated[Principal, prin
 async def decide(video_id: VideoIdPath, service: ServiceDep, principal: Annotated[Principal, principal_of("review")],
                  body: JsonBody) -> dict[str, Any]:
     _admin(principal)
-    try:
-        decision = ReviewDecision.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    decision = parse_body(ReviewDecision, body)
     if decision.decision == "reject" and decision.reason is None:
         raise ApiError(422, "missing_field", "a rejection needs a reason", "reason")
     if service.catalog.get(video_id) is None:

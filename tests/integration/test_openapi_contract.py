@@ -9,6 +9,7 @@ tests/openapi_hooks.py (through schemathesis.toml); nothing else is configured a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from common.tokens import issue_token
 from processors.sink.query_server import start_query_server
 from processors.sink.service import sink_health
 from producers.app import create_app
+from tests.integration.test_catalog_api import produce
+from tests.lifecycle import Video
+from tests.openapi_hooks import PUBLIC_VIDEO_ID
 
 pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
@@ -45,6 +49,18 @@ def sink_queries(stack: Settings, sink: Any) -> Iterator[None]:
     server = start_query_server("127.0.0.1", stack.sink_query_port, stack, lambda: sink_health(sink))
     yield
     server.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def public_video(stack: Settings, ingest_api: str) -> None:
+    """The published video the hooks' DMCA notices and complaints name (a rule of theirs: the video
+    must be public), in the API's catalog before the fuzzing starts."""
+    video = Video(video_id=PUBLIC_VIDEO_ID)
+    produce(stack, [video.uploaded(), video.published()])
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{ingest_api}/v1/videos/{PUBLIC_VIDEO_ID}").status_code != 200:
+        assert time.monotonic() < deadline, "the catalog did not show the contract's video"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

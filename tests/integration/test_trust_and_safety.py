@@ -32,7 +32,7 @@ from processors.moderation.publish import publish_ladder
 from processors.takedown.agent import TakedownAgent
 from producers.app import create_app
 from schemas.envelope import new_record
-from tests.helpers import running_service, served
+from tests.helpers import running_service, served, wait_until as wait_for
 from tests.integration.test_catalog_api import produce
 from tests.lifecycle import Video
 
@@ -68,15 +68,6 @@ class Stack:
 
     def headers(self, user: str, *roles: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_token(self.settings.jwt_signing_secret, user, roles, 600)}"}
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout_s} s")
 
 
 @pytest.fixture(scope="module")
@@ -115,17 +106,17 @@ def listen(trust: Stack, channels: list[str]) -> None:
              >= set(channels))
 
 
-def published_video(trust: Stack, uploader: str = "bob") -> Video:
+def published_video(trust: Stack, uploader: str = "bob", premium: bool = False) -> Video:
     """A video as moderation leaves it: its ladder in staging and in the public bucket, its decision
     record, its lifecycle events; returned once the API's catalog shows it."""
     settings, s3 = trust.settings, s3_client(trust.settings)
-    video = Video(uploader_id=uploader)
+    video = Video(uploader_id=uploader, premium=premium)
     prefix = ladder_prefix(video.video_id)
     for name, body in (("master.m3u8", PLAYLIST), ("720p/index.m3u8", PLAYLIST), ("thumb.jpg", b"\xff\xd8jpeg")):
         s3.put_object(Bucket=settings.s3_staging_bucket, Key=prefix + name, Body=body)
-    record = ModerationRecord(video.video_id, str(uuid.uuid4()), "APPROVED", "local", False, prefix + "thumb.jpg")
+    record = ModerationRecord(video.video_id, str(uuid.uuid4()), "APPROVED", "local", premium, prefix + "thumb.jpg")
     s3.put_object(Bucket=settings.s3_staging_bucket, Key=moderation_record_key(video.video_id), Body=record.to_json())
-    publish_ladder(s3, settings.s3_staging_bucket, settings.s3_public_bucket, video.video_id, False, prefix + "thumb.jpg")
+    publish_ladder(s3, settings.s3_staging_bucket, settings.s3_public_bucket, video.video_id, premium, prefix + "thumb.jpg")
     uploaded, published = video.uploaded(), video.published()
     uploaded[1]["occurred_at"] = published[1]["occurred_at"] = datetime.now(UTC)
     produce(settings, [uploaded, published])
@@ -222,9 +213,12 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
 def test_a_court_action_stops_the_restore(trust: Stack, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     trust.clock.offset = timedelta()  # back to the wall clock: the counter-notice below is received now
-    video_id = published_video(trust).video_id
+    video_id = published_video(trust, premium=True).video_id
+    s3, public = s3_client(trust.settings), trust.settings.s3_public_bucket
+    assert list_keys(s3, public, public_prefix(video_id, True))
     notice_id = HTTP.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id)).json()["notice_id"]
     wait_for("taken down", lambda: state_of(trust, video_id) == "taken_down")
+    assert list_keys(s3, public, public_prefix(video_id, True)) == []  # the premium prefix too
     counter = {"notice_id": notice_id, "video_id": video_id, "good_faith_mistake_statement": True,
                "consent_to_jurisdiction": True, "name": "Bob", "address": "1 Main St", "signature": "Bob"}
     assert HTTP.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,
@@ -240,7 +234,7 @@ def test_a_court_action_stops_the_restore(trust: Stack, monkeypatch: pytest.Monk
     trust.advance(30)
     time.sleep(1.0)
     assert state_of(trust, video_id) == "taken_down"
-    assert edge_status(trust, video_id) in (403, 404)
+    assert list_keys(s3, public, public_prefix(video_id, True)) == []
     assert cli.main(["dmca", "--url", trust.api, "show", notice_id]) == 0
     assert video_id in (shown := capsys.readouterr().out) and "court_action" in shown
 
