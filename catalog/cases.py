@@ -66,11 +66,6 @@ class Case:
         return None
 
     @property
-    def received_at(self) -> datetime | None:
-        source = self.notice or self.complaint
-        return None if source is None else source["occurred_at"]
-
-    @property
     def active(self) -> bool:
         """The case keeps the video down (or is about to)."""
         return self.taken_down is not None and self.restored is None
@@ -114,12 +109,16 @@ class CaseBook:
     def __len__(self) -> int:
         return len(self.cases)
 
-    def case(self, case_id: str, video_id: str, case_type: str = DMCA) -> Case:
+    def case(self, case_id: str, video_id: str, case_type: str | None = None) -> Case:
+        """The case, made on its first event; `case_type` is given by the events that know it (a
+        notification read before its complaint leaves it to the complaint)."""
         key = (case_id, video_id)
         found = self.cases.get(key)
         if found is None:
-            found = self.cases[key] = Case(case_id, video_id, case_type)
+            found = self.cases[key] = Case(case_id, video_id, case_type or DMCA)
             self.by_video.setdefault(video_id, set()).add(key)
+        elif case_type is not None:
+            found.case_type = case_type
         return found
 
     def apply_all(self, events: Iterable[Event]) -> None:

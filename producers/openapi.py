@@ -41,10 +41,11 @@ ERROR_DESCRIPTIONS = {
     400: "The body is not valid JSON (`invalid_json`).",
     401: "No bearer token, or one that is malformed, invalid, expired or lives too long "
          "(`unauthenticated`, `invalid_token`, `token_expired`, `token_lifetime_too_long`).",
-    403: "The token is valid but not allowed this (`forbidden`, `not_entitled`).",
+    403: "The token is valid but not allowed this (`forbidden`, `not_entitled`, `account_terminated`).",
     404: "No such resource, or one the caller may not see (`not_found`).",
     409: "The resource is not in a state that allows this (`idempotency_conflict`, `upload_missing`, "
-         "`upload_changed`, `not_in_review`).",
+         "`upload_changed`, `not_in_review`, `taken_down`, `not_taken_down`, `counter_notice_exists`, "
+         "`already_restored`, `already_decided`).",
     413: "The body (LUSTRAX_INGEST_MAX_BODY_BYTES), a batch or a declared upload is too large.",
     415: "The body is not `application/json`, or the media type of an upload is not allowed.",
     422: "A field is missing, unknown or invalid; `field` names it (`events[3].user_id`).",

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
-from catalog.fold import public_view, review_view
+from catalog.fold import TAKEN_DOWN, public_view, review_view
 from common.errors import ApiError
 from common.tokens import Principal
 from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of, require_admin
@@ -76,8 +76,11 @@ async def decide(video_id: VideoIdPath, service: ServiceDep, principal: Annotate
     decision = parse_body(ReviewDecision, body)
     if decision.decision == "reject" and decision.reason is None:
         raise ApiError(422, "missing_field", "a rejection needs a reason", "reason")
-    if service.catalog.get(video_id) is None:
+    current = service.catalog.get(video_id)
+    if current is None:
         raise ApiError(404, "not_found", "no video with this video_id", "video_id")
+    if current.state == TAKEN_DOWN:  # an approval would copy it to the public bucket while a case keeps it down
+        raise ApiError(409, "taken_down", "the video is taken down (docs/trust-and-safety.md)", "video_id")
     if service.reviewer is None:
         raise ApiError(503, "review_unavailable", "this API process makes no review decisions", None)
     # Blocking S3 work (the decision record, the ladder copies): off the loop; S3 trouble is a 503.

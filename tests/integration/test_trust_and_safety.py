@@ -168,6 +168,8 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
     wait_for("video_removed on feed and video:{id}",
              lambda: removed_frames(trust, video_id) == {"feed", f"video:{video_id}"})
     admin = trust.headers("root", "admin")
+    approve = HTTP.post(f"{trust.api}/v1/admin/review/{video_id}", json={"decision": "approve"}, headers=admin)
+    assert (approve.status_code, approve.json()["error"]["code"]) == (409, "taken_down")  # no way back but a restore
     view = HTTP.get(f"{trust.api}/v1/dmca/notices/{notice_id}", headers=admin).json()
     assert view["status"] == "taken_down" and view["videos"][0]["taken_down_at"]
 
@@ -224,7 +226,7 @@ def test_a_court_action_stops_the_restore(trust: Stack, monkeypatch: pytest.Monk
     assert HTTP.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,
                       headers=trust.headers("bob")).status_code == 201
     path = f"{trust.api}/v1/admin/dmca/notices/{notice_id}/court-action"
-    forged = {"Authorization": "Bearer " + issue_token("not-the-secret", "root", ("admin",), 600)}
+    forged = {"Authorization": "Bearer " + issue_token("not-the-secret-" * 4, "root", ("admin",), 600)}
     assert HTTP.post(path, json={"note": "x"}, headers=forged).status_code == 401
     assert HTTP.post(path, json={"note": "x"}, headers=trust.headers("bob")).status_code == 403
     monkeypatch.setattr(cli, "load_settings", lambda: trust.settings)  # the CLI goes through the API as an admin

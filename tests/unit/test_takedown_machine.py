@@ -245,3 +245,14 @@ def test_every_trust_event_is_one_audit_row_with_the_whole_event() -> None:
         payload = json.loads(row["payload"])
         assert set(payload) == set(SAMPLES[schema]) - {"event_id", "occurred_at", "producer"}
         assert bool(row["case_id"]) == (schema != "AccountTerminated"), schema  # no case: the account's
+
+
+def test_a_notification_read_before_its_complaint_leaves_the_case_a_complaint() -> None:
+    video, book = new_video_id(), CaseBook()
+    book.apply_all([complaint(video, "cmp_1", "UNDERAGE", hide=True)])
+    effects = settle(book, MONDAY)
+    replay = CaseBook()
+    replay.apply_all([event for effect in reversed(effects) for event in reversed(effect.events)])
+    replay.apply_all([complaint(video, "cmp_1", "UNDERAGE", hide=True)])
+    [case] = replay.cases_of_video(video)
+    assert case.case_type == "COMPLAINT" and due(replay, POLICY, MONDAY) == []
