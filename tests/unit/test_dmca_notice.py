@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from common.errors import ApiError
 from infra.s3.layout import new_video_id, video_id_named_by
-from producers.routers.dmca import CounterNotice, check_notice
 from producers.events import every_problem
-from pydantic import ValidationError
+from producers.routers.dmca import CounterNotice, check_notice
 
 CDN = "http://cdn.test/lustrax-public"
 PUBLIC = new_video_id()

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from catalog.cases import TRUST_SCHEMAS, CaseBook, add_business_days, case_status, is_overdue
+from common.errors import ConfigError
+from common.settings import load_settings
 from infra.s3.layout import new_video_id
 from processors.sink.rows import MAPPING_BY_TABLE, TABLE_OF_SCHEMA
 from processors.takedown.machine import REMOVE, REPUBLISH, Effect, Policy, due
@@ -256,3 +258,19 @@ def test_a_notification_read_before_its_complaint_leaves_the_case_a_complaint() 
     replay.apply_all([complaint(video, "cmp_1", "UNDERAGE", hide=True)])
     [case] = replay.cases_of_video(video)
     assert case.case_type == "COMPLAINT" and due(replay, POLICY, MONDAY) == []
+
+
+@pytest.mark.parametrize(("setting", "value"), [("dmca_restore_business_days", 9), ("dmca_restore_business_days", 15),
+                                                ("trust_holidays", "2026-13-01"), ("repeat_infringer_strikes", 0)])
+def test_trust_settings_outside_what_the_statute_and_sense_allow_are_refused(setting: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=setting.upper()):
+        load_settings(**{setting: value})
+
+
+def test_the_policy_comes_from_the_settings() -> None:
+    from processors.takedown.agent import policy_of
+
+    policy = policy_of(load_settings(trust_holidays="2026-12-25, 2027-01-01", dmca_restore_business_days=14,
+                                     complaint_hide_reasons="underage"))
+    assert policy.holidays == {date(2026, 12, 25), date(2027, 1, 1)}
+    assert (policy.restore_business_days, policy.hide_reasons) == (14, frozenset({"underage"}))
