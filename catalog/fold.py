@@ -171,7 +171,8 @@ def fold(events: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, VideoReco
     return records
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_time(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with milliseconds and `Z`, as the API answers times (None stays None)."""
     return None if moment is None else moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -186,8 +187,8 @@ def public_view(record: VideoRecord) -> dict[str, Any]:
         "video_url": record.video_url if published else None,
         "thumbnail": record.thumbnail if published else None,
         "storyboard": record.storyboard,
-        "published_at": _iso(record.published_at) if published else None,
-        "created_at": _iso(record.created_at), "updated_at": _iso(record.updated_at),
+        "published_at": iso_time(record.published_at) if published else None,
+        "created_at": iso_time(record.created_at), "updated_at": iso_time(record.updated_at),
     }
 
 
@@ -195,7 +196,7 @@ def review_view(record: VideoRecord) -> dict[str, Any]:
     """A review-queue entry (`GET /v1/admin/review`)."""
     return {
         "video_id": record.video_id, "title": record.title, "uploader_id": record.uploader_id,
-        "queued_at": _iso(record.queued_at or record.updated_at), "priority": record.priority or "NORMAL",
+        "queued_at": iso_time(record.queued_at or record.updated_at), "priority": record.priority or "NORMAL",
         "reasons": list(record.reasons), "premium": record.premium,
         "labels": [{"name": name, "confidence": confidence} for name, confidence in record.labels],
     }

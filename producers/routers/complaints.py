@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalog.cases import Case, add_business_days, case_status, is_overdue
-from catalog.fold import PUBLISHED, TAKEN_DOWN
+from catalog.fold import PUBLISHED, TAKEN_DOWN, iso_time
 from common.errors import ApiError
 from common.tokens import Principal
 from producers.deps import JsonBody, ServiceDep, client_ip, principal_of, require_admin, set_kind
@@ -78,18 +78,14 @@ class ComplaintAccepted(BaseModel):
     due_at: datetime
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def complaint_view(case: Case, now: datetime) -> dict[str, Any]:
     complaint, resolution = case.complaint, case.resolution
     assert complaint is not None
     return {"complaint_id": case.case_id, "video_id": case.video_id, "reason": str(complaint["reason"]).lower(),
             "contact": complaint["contact"], "details": complaint["details"], "status": case_status(case),
-            "hidden": bool(complaint["hide"]), "received_at": _iso(complaint["occurred_at"]),
-            "due_at": _iso(complaint["due_at"]), "overdue": is_overdue(case, now),
-            "decided_at": _iso(resolution["occurred_at"]) if resolution else None,
+            "hidden": bool(complaint["hide"]), "received_at": iso_time(complaint["occurred_at"]),
+            "due_at": iso_time(complaint["due_at"]), "overdue": is_overdue(case, now),
+            "decided_at": iso_time(resolution["occurred_at"]) if resolution else None,
             "decided_by": resolution["admin_id"] if resolution else None}
 
 
@@ -114,7 +110,7 @@ async def post_complaint(request: Request, service: ServiceDep, body: JsonBody) 
         "hide": hide, "due_at": due_at})
     await service.produce_records([("ComplaintReceived", event)])
     service.cases.apply("ComplaintReceived", event)
-    return JSONResponse({"complaint_id": complaint_id, "status": "open", "hidden": hide, "due_at": _iso(due_at)},
+    return JSONResponse({"complaint_id": complaint_id, "status": "open", "hidden": hide, "due_at": iso_time(due_at)},
                         status_code=201)
 
 

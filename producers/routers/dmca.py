@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from catalog.cases import Case, case_status, restore_after
-from catalog.fold import PUBLISHED, TAKEN_DOWN
+from catalog.fold import PUBLISHED, TAKEN_DOWN, iso_time
 from common.errors import ApiError
 from common.tokens import Principal
 from infra.s3.layout import video_id_named_by
@@ -146,10 +146,6 @@ def _new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(alphabet) for _ in range(20))
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _at(event: Any) -> datetime | None:
     return None if event is None else event["occurred_at"]
 
@@ -176,7 +172,10 @@ def check_notice(body: bytes, public_video: Callable[[str], str | None]) -> tupl
         if exc.errors()[0]["type"] == "json_invalid":
             raise validation_error(exc) from None
         problems = problems_of(exc, NOTICE_ELEMENTS)
-    raw = json.loads(body)  # valid JSON: the model parsed it, or said what else is wrong
+    try:
+        raw = json.loads(body)  # JSON to pydantic; the URLs are read again here to name each bad one
+    except ValueError:
+        raw = None
     urls = raw.get("infringing_urls") if isinstance(raw, dict) else None
     found: dict[str, str] = {}
     for index, url in enumerate(urls[:MAX_URLS] if isinstance(urls, list) else []):
@@ -226,11 +225,11 @@ def _notice_cases(service: IngestService, notice_id: str) -> list[Case]:
 def _video_view(service: IngestService, case: Case) -> dict[str, Any]:
     settings = service.settings
     return {"video_id": case.video_id, "infringing_url": case.notice["infringing_url"] if case.notice else None,
-            "status": case_status(case), "taken_down_at": _iso(_at(case.taken_down)),
-            "counter_notice_at": _iso(_at(case.counter_notice)),
-            "restore_after": _iso(restore_after(case, settings.dmca_restore_business_days,
+            "status": case_status(case), "taken_down_at": iso_time(_at(case.taken_down)),
+            "counter_notice_at": iso_time(_at(case.counter_notice)),
+            "restore_after": iso_time(restore_after(case, settings.dmca_restore_business_days,
                                                 settings.trust_holiday_dates)),
-            "court_action_at": _iso(_at(case.court_action)), "restored_at": _iso(_at(case.restored))}
+            "court_action_at": iso_time(_at(case.court_action)), "restored_at": iso_time(_at(case.restored))}
 
 
 def notice_view(service: IngestService, notice_id: str) -> dict[str, Any]:
@@ -239,7 +238,7 @@ def notice_view(service: IngestService, notice_id: str) -> dict[str, Any]:
     assert notice is not None
     statuses = {case_status(case) for case in cases}
     return {"notice_id": notice_id, "status": statuses.pop() if len(statuses) == 1 else "mixed",
-            "received_at": _iso(notice["occurred_at"]), "copyrighted_work": notice["copyrighted_work"],
+            "received_at": iso_time(notice["occurred_at"]), "copyrighted_work": notice["copyrighted_work"],
             "complainant": {"name": notice["complainant_name"], "email": notice["complainant_email"],
                             "address": notice["complainant_address"], "phone": notice["complainant_phone"]},
             "video_ids": list(notice["video_ids"]), "videos": [_video_view(service, case) for case in cases]}
@@ -283,7 +282,7 @@ async def post_counter_notice(request: Request, service: ServiceDep,
     settings = service.settings
     restore_at = restore_after(case, settings.dmca_restore_business_days, settings.trust_holiday_dates)
     return JSONResponse({"counter_notice_id": counter_id, "notice_id": counter.notice_id, "video_id": counter.video_id,
-                         "status": case_status(case), "restore_after": _iso(restore_at)}, status_code=201)
+                         "status": case_status(case), "restore_after": iso_time(restore_at)}, status_code=201)
 
 
 @router.post("/v1/admin/dmca/notices/{notice_id}/court-action",
