@@ -33,7 +33,7 @@ MAX_LIMIT = 200
 COMPLAINT_ID_PATTERN = r"^cmp_[a-z0-9]{20}$"
 REASONS = tuple(symbol.lower() for symbol in next(
     f["type"]["symbols"] for f in schema_for("ComplaintReceived")["fields"] if f["name"] == "reason"))
-ComplaintIdPath = Annotated[str, Path(description="A complaint id this API issued.", max_length=64,
+ComplaintIdPath = Annotated[str, Path(description="A complaint id this API issued (any other string: 404).",
                                       json_schema_extra={"pattern": COMPLAINT_ID_PATTERN})]
 
 

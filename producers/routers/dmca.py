@@ -37,7 +37,8 @@ router = APIRouter()
 MAX_URLS = 50
 MAX_URL_LENGTH = 2048
 NOTICE_ID_PATTERN = r"^dmca_[a-z0-9]{20}$"
-NoticeIdPath = Annotated[str, Path(description="A notice id this API issued.", max_length=64,
+# Like VideoIdPath: any other string names no notice (404), so the pattern is documented, not validated.
+NoticeIdPath = Annotated[str, Path(description="A notice id this API issued.",
                                    json_schema_extra={"pattern": NOTICE_ID_PATTERN})]
 Email = Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 # The statutory elements, for the 422's message: what each field stands for.
