@@ -42,13 +42,13 @@ class ComplaintRequest(BaseModel):
     video_id: Annotated[str, Field(max_length=64)]
     reason: Literal[REASONS]  # type: ignore[valid-type]
     contact: Annotated[str, DisplayText(320)]
-    details: Annotated[str, DisplayText(2000)] | None = None
+    details: Annotated[str, DisplayText(1000)] | None = None
 
 
 class ComplaintDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     decision: Literal["uphold", "dismiss"]
-    note: Annotated[str, DisplayText(1000)] | None = None
+    note: Annotated[str, DisplayText(500)] | None = None
 
 
 class ComplaintItem(BaseModel):

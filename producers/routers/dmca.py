@@ -77,7 +77,7 @@ class DmcaNotice(BaseModel):
     """A notice of claimed infringement (API.md "DMCA and complaints")."""
 
     model_config = ConfigDict(extra="forbid")
-    copyrighted_work: Annotated[str, DisplayText(2000)]
+    copyrighted_work: Annotated[str, DisplayText(1000)]
     infringing_urls: list[Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)]] = Field(min_length=1,
                                                                                          max_length=MAX_URLS)
     complainant: Complainant
@@ -110,7 +110,7 @@ class CounterNotice(BaseModel):
 class CourtAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
     video_id: Annotated[str, Field(max_length=64)] | None = None
-    note: Annotated[str, DisplayText(1000)] | None = None
+    note: Annotated[str, DisplayText(500)] | None = None
 
 
 class NoticeVideo(BaseModel):

@@ -107,7 +107,7 @@ def test_a_body_that_is_not_a_json_object(body: bytes) -> None:
 
 
 def test_oversized_fields_are_refused() -> None:
-    error = problems(notice(copyrighted_work="x" * 2001, infringing_urls=[PUBLIC] * 51))
+    error = problems(notice(copyrighted_work="x" * 1001, infringing_urls=[PUBLIC] * 51))
     assert set(error.fields) >= {"copyrighted_work", "infringing_urls"}
 
 
