@@ -1,4 +1,5 @@
-"""The catalog's feed: a consumer thread that replays the lifecycle topics into a CatalogProjection.
+"""The catalog's feed: a consumer thread that replays the lifecycle topics into a CatalogProjection
+(or other topics into another read model: the trust-and-safety case book, catalog/cases.py).
 
 A read model, not a group member: it assigns every partition of every lifecycle topic from the
 beginning (no group, no commits), so each API replica holds the whole catalog, a restart rebuilds
@@ -14,27 +15,37 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from catalog.cases import TRUST_SCHEMAS
 from catalog.fold import LIFECYCLE_SCHEMAS
-from catalog.projection import CatalogProjection
 from schemas.codec import decode
 from schemas.errors import SchemaError
 from schemas.topics import TOPIC_BY_SCHEMA
 
 log = logging.getLogger(__name__)
 LIFECYCLE_TOPICS: dict[str, str] = {TOPIC_BY_SCHEMA[schema].name: schema for schema in LIFECYCLE_SCHEMAS}
+TRUST_TOPICS: dict[str, str] = {TOPIC_BY_SCHEMA[schema].name: schema for schema in TRUST_SCHEMAS}
 _BATCH = 2000
 _RETRY_S = 1.0
 
 
+class ReadModel(Protocol):
+    def __len__(self) -> int: ...
+
+    def apply_all(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> None: ...
+
+
 class CatalogFeed:
-    def __init__(self, bootstrap: str, projection: CatalogProjection) -> None:
+    def __init__(self, bootstrap: str, projection: ReadModel, topics: Mapping[str, str] = LIFECYCLE_TOPICS,
+                 name: str = "catalog") -> None:
         self.bootstrap = bootstrap
         self.projection = projection
+        self.topics = dict(topics)
+        self.name = name
         self.stopping = threading.Event()
         self.caught_up = threading.Event()
         self.skipped = 0  # undecodable messages
@@ -42,7 +53,7 @@ class CatalogFeed:
         self._behind: dict[tuple[str, int], int] = {}  # partition -> end offset at start, until reached
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="catalog-feed", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-feed", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -67,10 +78,10 @@ class CatalogFeed:
                     if not messages and self._behind:
                         self._passed(consumer)
             except KafkaException as exc:  # the broker or a topic not there yet: the next attempt rebuilds
-                log.warning("catalog feed: %s; retrying in %.0f s", exc, _RETRY_S)
+                log.warning("%s feed: %s; retrying in %.0f s", self.name, exc, _RETRY_S)
                 self.stopping.wait(_RETRY_S)
             except Exception:  # noqa: BLE001 - a bug must not leave the replica without a catalog for good
-                log.exception("catalog feed failed; starting again in %.0f s", _RETRY_S)
+                log.exception("%s feed failed; starting again in %.0f s", self.name, _RETRY_S)
                 self.stopping.wait(_RETRY_S)
             finally:
                 consumer.close()
@@ -78,7 +89,7 @@ class CatalogFeed:
     def _assign(self, consumer: Consumer) -> None:
         partitions = []
         metadata = consumer.list_topics(timeout=5)
-        for topic in LIFECYCLE_TOPICS:
+        for topic in self.topics:
             found = metadata.topics.get(topic)
             if found is None or found.error is not None:
                 raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic} does not exist"))
@@ -98,7 +109,7 @@ class CatalogFeed:
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("catalog feed: %s", message.error())
                 continue
-            topic, schema = message.topic(), LIFECYCLE_TOPICS[message.topic()]
+            topic, schema = message.topic(), self.topics[message.topic()]
             try:
                 events.append(decode(message.value(), schema))
             except SchemaError as exc:
@@ -121,5 +132,5 @@ class CatalogFeed:
     def _check_caught_up(self) -> None:
         if not self._behind and not self.caught_up.is_set():
             self.caught_up.set()
-            log.info("catalog caught up: %d videos", len(self.projection))
+            log.info("%s caught up: %d entries", self.name, len(self.projection))
 

@@ -8,7 +8,12 @@ is therefore built from registers that do not care about order:
   failed and transcoded share a rank and the later event wins: a retranscode after a failure
   ends transcoded), so a late VideoUploaded never moves a published video back;
 - each group of fields (upload, ladder, review, publication) comes from the latest event of its
-  kind, by (occurred_at, event_id).
+  kind, by (occurred_at, event_id);
+- takedowns sit beside the ranked state, not in it: a two-phase set of the cases (notice or
+  complaint ids) that took the video down and of those restored. While a case is taken down and
+  not restored the state is `taken_down`, whatever the ranked state; once every case is restored
+  the ranked state (`published`) shows again. A restore read before its takedown cancels it just
+  the same, so a replay in any order gives the same answer.
 
 Both are joins of a semilattice (max), so applying the same events in any order, any number of
 times, gives the same record: redelivery and replays are harmless (tests/unit/test_catalog_fold.py).
@@ -23,16 +28,19 @@ from typing import Any
 
 # Every event schema the catalog reads; the topics are in schemas/topics.py.
 LIFECYCLE_SCHEMAS = ("VideoUploaded", "TranscodeProgress", "VideoTranscoded", "TranscodeFailed",
-                     "ModerationDecided", "ModerationReviewRequested", "VideoPublished")
+                     "ModerationDecided", "ModerationReviewRequested", "VideoPublished",
+                     "VideoTakenDown", "VideoRestored")
+TAKEDOWN_SCHEMAS = frozenset({"VideoTakenDown", "VideoRestored"})
 
 PUBLISHED = "published"
 IN_REVIEW = "in_review"
+TAKEN_DOWN = "taken_down"
 STATE_RANK: dict[str, int] = {
     "awaiting_upload": 0, "uploaded": 1, "transcoding": 2, "failed": 3, "transcoded": 3,
     IN_REVIEW: 4, "rejected": 5,
-    PUBLISHED: 6,  # nothing unpublishes yet (takedowns come later): a published ladder stays public
+    PUBLISHED: 6,  # only a takedown hides a published video, beside the rank (taken_down_by)
 }
-STATES = tuple(STATE_RANK)
+STATES = (*STATE_RANK, TAKEN_DOWN)
 # The automated or human decision -> the state it implies (APPROVED: VideoPublished follows).
 DECISION_STATE = {"APPROVED": "transcoded", "NEEDS_REVIEW": IN_REVIEW, "REJECTED": "rejected"}
 EVENT_STATE = {"VideoUploaded": "uploaded", "TranscodeProgress": "transcoding", "VideoTranscoded": "transcoded",
@@ -53,7 +61,10 @@ class Rendition:
 class VideoRecord:
     video_id: str
     state: str = "awaiting_upload"
-    state_stamp: Stamp | None = None  # the event that set the state (ties within a rank)
+    state_stamp: Stamp | None = None  # the event that set the ranked state (ties within a rank)
+    ranked_state: str = "awaiting_upload"  # the lifecycle's state; `state` is taken_down over it
+    taken_down_by: frozenset[str] = frozenset()  # case ids of VideoTakenDown
+    restored_from: frozenset[str] = frozenset()  # case ids of VideoRestored
     title: str | None = None
     uploader_id: str | None = None
     premium: bool = False
@@ -113,10 +124,19 @@ def apply(record: VideoRecord | None, schema: str, event: Mapping[str, Any]) -> 
         "created_at": occurred if record.created_at is None else min(record.created_at, occurred),
         "updated_at": occurred if record.updated_at is None else max(record.updated_at, occurred),
     }
-    state = DECISION_STATE[str(event["decision"])] if schema == "ModerationDecided" else EVENT_STATE[schema]
-    rank, current = STATE_RANK[state], STATE_RANK[record.state]
-    if record.state_stamp is None or rank > current or (rank == current and stamp > record.state_stamp):
-        changes.update(state=state, state_stamp=stamp)
+    if schema in TAKEDOWN_SCHEMAS:
+        case = str(event["case_id"])
+        if schema == "VideoTakenDown":
+            changes["taken_down_by"] = record.taken_down_by | {case}
+        else:
+            changes["restored_from"] = record.restored_from | {case}
+    else:
+        state = DECISION_STATE[str(event["decision"])] if schema == "ModerationDecided" else EVENT_STATE[schema]
+        rank, current = STATE_RANK[state], STATE_RANK[record.ranked_state]
+        if record.state_stamp is None or rank > current or (rank == current and stamp > record.state_stamp):
+            changes.update(ranked_state=state, state_stamp=stamp)
+    down = changes.get("taken_down_by", record.taken_down_by) - changes.get("restored_from", record.restored_from)
+    changes["state"] = TAKEN_DOWN if down else changes.get("ranked_state", record.ranked_state)
 
     if schema == "VideoUploaded" and _later(record.upload_stamp, stamp):
         changes.update(title=event["title"], uploader_id=event["uploader_id"], premium=bool(event["premium"]),
@@ -151,7 +171,8 @@ def fold(events: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, VideoReco
     return records
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_time(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with milliseconds and `Z`, as the API answers times (None stays None)."""
     return None if moment is None else moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -166,8 +187,8 @@ def public_view(record: VideoRecord) -> dict[str, Any]:
         "video_url": record.video_url if published else None,
         "thumbnail": record.thumbnail if published else None,
         "storyboard": record.storyboard,
-        "published_at": _iso(record.published_at) if published else None,
-        "created_at": _iso(record.created_at), "updated_at": _iso(record.updated_at),
+        "published_at": iso_time(record.published_at) if published else None,
+        "created_at": iso_time(record.created_at), "updated_at": iso_time(record.updated_at),
     }
 
 
@@ -175,7 +196,7 @@ def review_view(record: VideoRecord) -> dict[str, Any]:
     """A review-queue entry (`GET /v1/admin/review`)."""
     return {
         "video_id": record.video_id, "title": record.title, "uploader_id": record.uploader_id,
-        "queued_at": _iso(record.queued_at or record.updated_at), "priority": record.priority or "NORMAL",
+        "queued_at": iso_time(record.queued_at or record.updated_at), "priority": record.priority or "NORMAL",
         "reasons": list(record.reasons), "premium": record.premium,
         "labels": [{"name": name, "confidence": confidence} for name, confidence in record.labels],
     }

@@ -28,16 +28,22 @@ class ApiError(Exception):
     """A client-visible error: HTTP status, a stable code, a message and the offending field."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 retry_after_s: int | None = None) -> None:
+                 retry_after_s: int | None = None, fields: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
         self.retry_after_s = retry_after_s
+        # Every offending field when there are several (a DMCA notice missing three elements):
+        # `field` stays the first, so a client reading only `field` still gets one.
+        self.fields = fields
 
-    def body(self) -> dict[str, dict[str, str | None]]:
-        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+    def body(self) -> dict[str, dict[str, object]]:
+        error: dict[str, object] = {"code": self.code, "message": self.message, "field": self.field}
+        if self.fields:
+            error["fields"] = list(self.fields)
+        return {"error": error}
 
 
 class BrokerUnavailable(ApiError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -219,6 +220,24 @@ class Settings(BaseSettings):
     recs_weight_explore: float = Field(default=0.1, ge=0)
     recs_heat_window: Literal["1h", "24h"] = "24h"
     recs_cache_s: float = Field(default=10.0, ge=0, le=300)  # the hot and fresh candidates are reused this long
+    # Trust and safety: DMCA notices, takedowns, counter-notices, repeat infringers, complaints
+    # (processors/takedown, producers/routers/dmca.py, docs/trust-and-safety.md).
+    # Business days after a counter-notice before the video is restored (17 U.S.C. 512(g)(2)(C): 10 to 14).
+    dmca_restore_business_days: int = Field(default=10, ge=10, le=14)
+    # Dates (YYYY-MM-DD, comma-separated) that are not business days, beside Saturdays and Sundays.
+    trust_holidays: str = ""
+    repeat_infringer_strikes: int = Field(default=3, ge=1)  # active strikes that terminate an account
+    complaint_business_days: int = Field(default=7, ge=1, le=30)  # a complaint's resolution deadline
+    # Complaint reasons that hide the video at once until an admin decides (comma-separated).
+    complaint_hide_reasons: str = "depicted_without_consent,underage,non_consensual"
+    # Notices and complaints per client IP (anyone may send them): a burst, then this many a minute.
+    trust_report_burst: int = Field(default=10, ge=1)
+    trust_report_rate_per_min: float = Field(default=2.0, gt=0)
+    # The trust-and-safety clock (deadlines, restores, overdue complaints) runs this far ahead of the
+    # wall clock: a demo or a test plays a 10-business-day timeline in seconds. 0 in production.
+    trust_clock_offset_s: float = Field(default=0.0, ge=0)
+    takedown_tick_s: float = Field(default=5.0, gt=0, le=3600)  # how often the processor checks deadlines
+    takedown_web_port: int = 6077
 
     startup_timeout_s: float = Field(default=90.0, gt=0)
     # The supervisor (lustrax/restart_policy.py): a component that exits is restarted with backoff;
@@ -233,6 +252,13 @@ class Settings(BaseSettings):
     @classmethod
     def _jurisdiction_codes(cls, value: str) -> str:
         parse_jurisdictions(value)  # a ValueError names the bad entry
+        return value
+
+    @field_validator("trust_holidays")
+    @classmethod
+    def _holidays_are_dates(cls, value: str) -> str:
+        for day in filter(None, (part.strip() for part in value.split(","))):
+            date.fromisoformat(day)  # a ValueError names the bad date
         return value
 
     @model_validator(mode="after")
@@ -260,6 +286,14 @@ class Settings(BaseSettings):
     @property
     def data_dir(self) -> Path:
         return self.home / "data"
+
+    @property
+    def trust_holiday_dates(self) -> frozenset[date]:
+        return frozenset(date.fromisoformat(day.strip()) for day in self.trust_holidays.split(",") if day.strip())
+
+    @property
+    def complaint_hide_reason_set(self) -> frozenset[str]:
+        return frozenset(reason.strip().lower() for reason in self.complaint_hide_reasons.split(",") if reason.strip())
 
     @property
     def page_origins(self) -> list[str]:

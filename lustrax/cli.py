@@ -169,6 +169,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         from processors.recs.worker import run_worker as run_recs_worker
 
         run_recs_worker(settings)
+    elif args.processor == "takedown":
+        from processors.takedown.agent import run_worker as run_takedown_worker
+
+        run_takedown_worker(settings)
     return 0
 
 
@@ -236,6 +240,30 @@ def cmd_review(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     state = review_decide(settings, args.url, args.video_id, args.action == "approve", args.reason)
     print(f"lustrax: {args.video_id} {args.action}d: now {state}")
+    return 0
+
+
+def cmd_dmca(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.clickhouse.analyst import format_table
+    from lustrax.trust import court_action, notice_show
+
+    if args.action == "show":
+        print(format_table(*notice_show(settings, args.url, args.notice_id)))
+        return 0
+    status = court_action(settings, args.url, args.notice_id, args.video, args.note)
+    print(f"lustrax: court action recorded for {args.notice_id}: now {status}")
+    return 0
+
+
+def cmd_complaints(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.clickhouse.analyst import format_table
+    from lustrax.trust import complaint_decide, complaint_list
+
+    if args.action == "list":
+        print(format_table(*complaint_list(settings, args.url, args.all, args.limit)))
+        return 0
+    status = complaint_decide(settings, args.url, args.complaint_id, args.action == "uphold", args.note)
+    print(f"lustrax: {args.complaint_id}: now {status}")
     return 0
 
 
@@ -315,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=["ingest", "gateway", "edge"])
     serve.set_defaults(handler=cmd_serve)
     worker = sub.add_parser("worker", help="run one of the stream processors (Faust worker) in the foreground")
-    worker.add_argument("processor", choices=["transcode", "sink", "heat", "moderation", "recs"])
+    worker.add_argument("processor", choices=["transcode", "sink", "heat", "moderation", "recs", "takedown"])
     worker.set_defaults(handler=cmd_worker)
     sql = sub.add_parser("sql", help="run a read-only ClickHouse query and print a table")
     sql.add_argument("query", nargs="?", help="the SQL; {db} stands for the database")
@@ -354,6 +382,30 @@ def build_parser() -> argparse.ArgumentParser:
     reject.add_argument("video_id")
     reject.add_argument("--reason", required=True, help="why (required)")
     reject.set_defaults(handler=cmd_review)
+    dmca = sub.add_parser("dmca", help="DMCA notices (through the ingest API, as an admin)")
+    dmca.add_argument("--url", help="ingest API base URL (default from settings)")
+    dmca_actions = dmca.add_subparsers(dest="action", required=True)
+    show = dmca_actions.add_parser("show", help="a notice and where each of its videos stands")
+    show.add_argument("notice_id")
+    show.set_defaults(handler=cmd_dmca)
+    court = dmca_actions.add_parser("court-action", help="the claimant filed a court action: the restore stops")
+    court.add_argument("notice_id")
+    court.add_argument("--video", help="only this video of the notice (default: every one)")
+    court.add_argument("--note", help="case number, court")
+    court.set_defaults(handler=cmd_dmca)
+    complaints = sub.add_parser("complaints", help="the complaint queue (through the ingest API, as an admin)")
+    complaints.add_argument("--url", help="ingest API base URL (default from settings)")
+    complaint_actions = complaints.add_subparsers(dest="action", required=True)
+    complaint_queue = complaint_actions.add_parser("list", help="open complaints, oldest first; overdue flagged")
+    complaint_queue.add_argument("--all", action="store_true", help="decided ones too")
+    complaint_queue.add_argument("--limit", type=_positive(int), default=50, help="at most this many (default 50)")
+    complaint_queue.set_defaults(handler=cmd_complaints)
+    for action, text in (("uphold", "uphold a complaint: the video stays (or is taken) down"),
+                         ("dismiss", "dismiss a complaint: a hidden video is restored")):
+        decide = complaint_actions.add_parser(action, help=text)
+        decide.add_argument("complaint_id")
+        decide.add_argument("--note", help="why (optional)")
+        decide.set_defaults(handler=cmd_complaints)
     token = sub.add_parser("token", help="print a bearer token for local use")
     token.add_argument("--user", required=True, help="the token subject (user id)")
     role = token.add_mutually_exclusive_group()

@@ -41,6 +41,7 @@ PROJECT_SERVICES: dict[str, ServiceSpec] = {
     "moderation": ServiceSpec("moderation", ("worker", "moderation")),
     "gateway": ServiceSpec("gateway", ("serve", "gateway")),
     "recs": ServiceSpec("recs", ("worker", "recs")),
+    "takedown": ServiceSpec("takedown", ("worker", "takedown")),
 }
 
 
@@ -163,4 +164,5 @@ def local_services(settings: Settings, tie_to_parent: bool = True) -> list[Servi
                        tie_to_parent),
         GatewayProcess(settings, tie_to_parent),
         RecsProcess(settings, tie_to_parent),
+        ServiceProcess(settings, PROJECT_SERVICES["takedown"], "127.0.0.1", settings.takedown_web_port, tie_to_parent),
     ]

@@ -33,7 +33,7 @@ from producers.openapi import openapi_document
 from producers.playback import CatalogPlayback, PlaybackSigner
 from producers.age_providers import configured_providers
 from producers.analytics import AnalyticsReader
-from producers.routers import age_gate, catalog, events, health, page, playback, reels, review, uploads
+from producers.routers import age_gate, catalog, complaints, dmca, events, health, page, playback, reels, review, uploads
 from producers.service import HumanReviewer, IngestService
 from producers.uploads import UploadService
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings, producer: AsyncProducer | None = None,
                   description=__doc__, docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(reject_unknown_query_parameters)])
     for router in (events.router, uploads.router, catalog.router, review.router, playback.router, health.router,
-                   page.router, age_gate.router, reels.router):
+                   page.router, age_gate.router, reels.router, dmca.router, complaints.router):
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
 

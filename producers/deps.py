@@ -16,6 +16,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse
 
+from catalog.access import is_admin
 from common.errors import ApiError
 from common.tokens import AGE_COOKIE, AgeGrant, Principal
 from infra.s3.layout import VIDEO_ID_PATTERN, is_video_id
@@ -91,6 +92,18 @@ async def age_verified(request: Request) -> AgeGrant:
 
 
 AgeVerifiedDep = Annotated[AgeGrant, Depends(age_verified)]
+
+
+def require_admin(principal: Principal, what: str) -> Principal:
+    """403 unless the token carries the admin role; `what` says what is for admins."""
+    if not is_admin(principal):
+        raise ApiError(403, "forbidden", f"{what} is for admins", "authorization")
+    return principal
+
+
+def client_ip(request: Request) -> str:
+    """The peer's address (what per-IP limits count; behind a proxy, its uvicorn --proxy-headers)."""
+    return request.client.host if request.client else "unknown"
 
 
 def principal_of(kind: str) -> Any:

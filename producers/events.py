@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError,
                       ValidationInfo, WithJsonSchema, field_validator)
@@ -158,6 +158,43 @@ def validation_error(exc: ValidationError) -> ApiError:
     if kind in ("string_too_long", "string_too_short", "string_pattern_mismatch", "too_short", INVALID_CHARACTERS):
         return ApiError(422, "invalid_value", message, field)
     return ApiError(422, "invalid_field", message, field)
+
+
+def problems_of(exc: ValidationError, describe: dict[str, str] | None = None) -> dict[str, str]:
+    """Every field a pydantic error names -> what is wrong with it (`describe`: what the field is)."""
+    names = describe or {}
+    problems: dict[str, str] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        field = _field_path(tuple(error["loc"])) or "body"
+        problems.setdefault(field, error["msg"] + (f" ({names[field]})" if field in names else ""))
+    return problems
+
+
+def problems_error(problems: dict[str, str], code: str = "invalid_fields") -> ApiError:
+    """One 422 naming every problem: `field` the first, `fields` all of them (a form whose sender must
+    learn at once everything that is missing, such as a DMCA notice)."""
+    message = "; ".join(f"{field}: {problem}" for field, problem in problems.items())
+    return ApiError(422, code, message, next(iter(problems)), fields=tuple(problems))
+
+
+def every_problem(exc: ValidationError, describe: dict[str, str] | None = None) -> ApiError:
+    """problems_error of a pydantic error (a body that is not JSON stays a 400)."""
+    if exc.errors()[0]["type"] == "json_invalid":
+        return validation_error(exc)
+    return problems_error(problems_of(exc, describe))
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(model: type[ModelT], body: bytes, every: bool = False,
+               describe: dict[str, str] | None = None) -> ModelT:
+    """The JSON body as `model`; else the first problem as the API's error, or with `every` one 422
+    naming all of them (every_problem)."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise (every_problem(exc, describe) if every else validation_error(exc)) from None
 
 
 def parse_event(body: bytes) -> ViewEvent | LikeEvent | WatchTickEvent:

@@ -22,7 +22,7 @@ from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from common.settings import Settings
 from producers.deps import AGE_COOKIE, age_verified, dependants, get_principal, optional_principal, read_json_body
@@ -43,12 +43,13 @@ ERROR_DESCRIPTIONS = {
     401: "No bearer token, or one that is malformed, invalid, expired or lives too long "
          "(`unauthenticated`, `invalid_token`, `token_expired`, `token_lifetime_too_long`); on adult content, no "
          "age token its jurisdiction accepts (`age_verification_required`).",
-    403: "The token is valid but not allowed this (`forbidden`, `not_entitled`); the age gate: a method the "
-         "jurisdiction does not accept, a failed or stale check, a webhook's bad signature (`method_not_accepted`, "
-         "`age_verification_failed`, `session_expired`, `invalid_signature`).",
+    403: "The token is valid but not allowed this (`forbidden`, `not_entitled`, `account_terminated`); the age "
+         "gate: a method the jurisdiction does not accept, a failed or stale check, a webhook's bad signature "
+         "(`method_not_accepted`, `age_verification_failed`, `session_expired`, `invalid_signature`).",
     404: "No such resource, or one the caller may not see (`not_found`, `provider_not_configured`).",
     409: "The resource is not in a state that allows this (`idempotency_conflict`, `upload_missing`, "
-         "`upload_changed`, `not_in_review`, `verification_pending`).",
+         "`upload_changed`, `not_in_review`, `verification_pending`, `taken_down`, `not_taken_down`, "
+         "`counter_notice_exists`, `already_restored`, `already_decided`).",
     413: "The body (LUSTRAX_INGEST_MAX_BODY_BYTES), a batch or a declared upload is too large.",
     415: "The body is not `application/json`, or the media type of an upload is not allowed.",
     422: "A field is missing, unknown or invalid; `field` names it (`events[3].user_id`).",
@@ -70,6 +71,8 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     field: str | None
+    fields: list[str] | None = Field(default=None, description="Every offending field, when there are several "
+                                                                "(`field` is the first of them).")
 
 
 class Error(BaseModel):

@@ -7,14 +7,15 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from prometheus_client import CollectorRegistry, Counter as MetricCounter, Histogram
+from prometheus_client import CollectorRegistry, Counter as MetricCounter, Gauge, Histogram
 
+from catalog.cases import CaseBook, is_overdue
 from catalog.cursor import CursorCodec
-from catalog.feed import CatalogFeed
+from catalog.feed import TRUST_TOPICS, CatalogFeed
 from catalog.projection import CatalogProjection
 from common.errors import ApiError
 from common.settings import Settings
@@ -24,6 +25,7 @@ from producers.events import LikeEvent, check_event_time, to_avro
 from producers.limits import RecentIds, TokenBucketLimiter
 from producers.uploads import UploadService
 from schemas.codec import encode
+from schemas.topics import TOPIC_BY_SCHEMA
 
 # A human's review decision (video_id, approve, reviewer_id, reason) -> the events to send; blocking.
 # The composition root (lustrax/review.py) builds it from processors/moderation: producers/ may not
@@ -55,8 +57,15 @@ class IngestService:
         # The catalog read model (docs/catalog.md): this replica's own copy, rebuilt from the topics.
         self.catalog = CatalogProjection()
         self.catalog_feed = CatalogFeed(settings.kafka_bootstrap, self.catalog)
+        # The trust-and-safety case book (catalog/cases.py): notices, complaints, terminated accounts.
+        self.cases = CaseBook()
+        self.cases_feed = CatalogFeed(settings.kafka_bootstrap, self.cases, TRUST_TOPICS, name="cases")
+        self.report_limiter = TokenBucketLimiter(settings.trust_report_burst, settings.trust_report_rate_per_min / 60)
         self.cursors = CursorCodec(settings.jwt_signing_secret)
         self.metrics = IngestMetrics()
+        Gauge("lustrax_complaints_overdue", "Open complaints past their resolution deadline",
+              registry=self.metrics.registry).set_function(
+            lambda: sum(is_overdue(case, self.trust_now()) for case in self.cases.complaints()))
         self.like_limiter = TokenBucketLimiter(settings.ingest_like_burst, settings.ingest_like_rate_per_min / 60)
         self.recent = RecentIds()
         self.tokens = TokenVerifier(settings.jwt_signing_secret, max_ttl_s=settings.jwt_max_ttl_s)
@@ -64,9 +73,11 @@ class IngestService:
 
     def start(self) -> None:
         self.catalog_feed.start()
+        self.cases_feed.start()
 
     def close(self, own_producer: bool) -> None:
         self.catalog_feed.stop()
+        self.cases_feed.stop()
         if own_producer:
             self.producer.close()
 
@@ -107,6 +118,22 @@ class IngestService:
         for event_type, count in Counter(event.type for event in events).items():
             self.metrics.accepted.labels(event_type).inc(count)
         return event_ids
+
+    def trust_now(self) -> datetime:
+        """The trust-and-safety clock (deadlines, overdue complaints): LUSTRAX_TRUST_CLOCK_OFFSET_S ahead."""
+        return datetime.now(UTC) + timedelta(seconds=self.settings.trust_clock_offset_s)
+
+    def limit_reports(self, client_ip: str) -> None:
+        """Notices and complaints need no account: bounded per client IP (429 beyond)."""
+        wait_s = self.report_limiter.try_acquire({client_ip: 1}, time.monotonic())
+        if wait_s > 0:
+            raise ApiError(429, "rate_limited", "too many reports from this address; slow down", None,
+                           retry_after_s=max(1, math.ceil(min(wait_s, 3600))))
+
+    async def produce_records(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Encode and produce (schema, record) pairs keyed by video_id; returns once all are acknowledged."""
+        await self.producer.produce_all([OutgoingMessage(TOPIC_BY_SCHEMA[schema].name, record["video_id"].encode(),
+                                                         encode(schema, record)) for schema, record in events])
 
     async def storage(self, call: Any, *args: Any) -> Any:
         """A blocking S3 call off the event loop; S3 trouble is a 503, not a 500."""

@@ -45,6 +45,19 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("lustrax.engagement.watch-ticks", "WatchTick", 6, _retained(3)),
     TopicSpec("lustrax.feed.like-updates", "LikeUpdate", 3, _retained(1)),
     TopicSpec("lustrax.analytics.heat-scores", "HeatScoreUpdated", 3, _COMPACTED),
+    # Trust and safety (docs/trust-and-safety.md): every notice, decision and effect kept forever,
+    # the legal record the takedown processor and the API's case projection are rebuilt from.
+    TopicSpec("lustrax.trust.dmca-notices", "DmcaNoticeReceived", 3, _KEPT),
+    TopicSpec("lustrax.trust.counter-notices", "DmcaCounterNoticeReceived", 3, _KEPT),
+    TopicSpec("lustrax.trust.court-actions", "CourtActionReported", 3, _KEPT),
+    TopicSpec("lustrax.video.taken-down", "VideoTakenDown", 3, _KEPT),
+    TopicSpec("lustrax.video.restored", "VideoRestored", 3, _KEPT),
+    TopicSpec("lustrax.trust.notifications", "PartyNotified", 3, _KEPT),
+    TopicSpec("lustrax.trust.strikes", "StrikeRecorded", 3, _KEPT),
+    TopicSpec("lustrax.trust.strikes-withdrawn", "StrikeWithdrawn", 3, _KEPT),
+    TopicSpec("lustrax.trust.terminations", "AccountTerminated", 3, _KEPT),
+    TopicSpec("lustrax.trust.complaints", "ComplaintReceived", 3, _KEPT),
+    TopicSpec("lustrax.trust.complaint-decisions", "ComplaintResolved", 3, _KEPT),
 )
 
 TOPIC_BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in TOPICS}

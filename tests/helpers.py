@@ -36,6 +36,17 @@ def served(app: Any) -> Iterator[str]:
         thread.join(timeout=15)
 
 
+def wait_until(what: str, check: Any, timeout_s: float = 30.0, every_s: float = 0.2) -> Any:
+    """Poll `check()` until it returns something truthy (returned); AssertionError naming `what` after
+    `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(every_s)
+    raise AssertionError(f"{what} within {timeout_s} s")
+
+
 def records_on(bootstrap: str, topic: str, predicate: Any, count: int = 1, timeout_s: float = 60.0
                ) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
     """Wait for `count` decoded records on `topic` (read from the start) that satisfy `predicate`.

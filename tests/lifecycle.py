@@ -75,6 +75,16 @@ class Video:
             "thumbnail": public_url(CDN, self.video_id, self.premium, "thumb.jpg"), "premium": self.premium,
             "published_at": self.at(s)}, producer="moderation")
 
+    def taken_down(self, case_id: str, s: float = 40, case_type: str = "DMCA") -> Event:
+        return self._record("VideoTakenDown", s, {
+            "case_id": case_id, "case_type": case_type, "uploader_id": self.uploader_id,
+            "reason": "removed after a DMCA notice", "removed_objects": 5}, producer="takedown")
+
+    def restored(self, case_id: str, s: float = 50, case_type: str = "DMCA") -> Event:
+        return self._record("VideoRestored", s, {
+            "case_id": case_id, "case_type": case_type, "reason": "counter-notice period passed",
+            "republished": True}, producer="takedown")
+
     def through(self, state: str) -> list[Event]:
         """The events that bring the video to `state` by the usual path."""
         needs_review = self.decided("NEEDS_REVIEW")

@@ -16,6 +16,8 @@ import schemathesis
 from common.settings import Settings
 
 LIKE_BURST = Settings.model_fields["ingest_like_burst"].default
+# A published video the contract test puts in the catalog: what a DMCA notice or a complaint must name.
+PUBLIC_VIDEO_ID = "contractvideoaaaaaaaaaaa"
 
 
 def _within_rules(event: Any) -> None:
@@ -58,4 +60,8 @@ def map_case(context: Any, case: Any) -> Any:
         _within_like_burst(events)
     elif label == "GET /v1/videos" and case.query:
         case.query.pop("cursor", None)  # a cursor is one this API issued: none can be generated
+    elif label == "POST /v1/dmca/notices" and isinstance(case.body, dict):
+        case.body["infringing_urls"] = [PUBLIC_VIDEO_ID]  # each must name a public video of this service
+    elif label == "POST /v1/complaints" and isinstance(case.body, dict):
+        case.body["video_id"] = PUBLIC_VIDEO_ID  # likewise
     return case

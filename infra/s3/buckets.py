@@ -81,6 +81,26 @@ def head_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         raise
 
 
+def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """Every key under `prefix` (paginated)."""
+    paginator = s3.get_paginator("list_objects_v2")
+    return [item["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])]
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix`; how many there were. Idempotent: none left, 0."""
+    keys = list_keys(s3, bucket, prefix)
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
+                                                          "Quiet": True})
+        if answer.get("Errors"):
+            first = answer["Errors"][0]
+            raise ClientError({"Error": {"Code": first.get("Code", "DeleteFailed"),
+                                         "Message": f"{first.get('Key')}: {first.get('Message')}"}}, "DeleteObjects")
+    return len(keys)
+
+
 def ensure_buckets(settings: Settings, client: Any | None = None) -> list[BucketSpec]:
     client = client or s3_client(settings)
     specs = bucket_specs(settings)

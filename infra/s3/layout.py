@@ -104,3 +104,23 @@ def public_prefix(video_id: str, premium: bool) -> str:
 def public_url(cdn_base: str, video_id: str, premium: bool, name: str) -> str:
     """`{CDN_BASE}/videos/{id}/{name}` (or `.../premium/videos/...`), e.g. name = master.m3u8."""
     return f"{cdn_base.rstrip('/')}/{public_prefix(video_id, premium)}{name}"
+
+
+_PUBLIC_PATH = re.compile(r"(?:premium/)?videos/([a-z2-7]{24})(?:/[^?#]*)?")
+
+
+def video_id_named_by(text: str, cdn_base: str) -> str | None:
+    """The video a notice names (a DMCA notice's infringing URL): its id, or one of its public URLs
+    under `cdn_base` (`{CDN_BASE}/videos/{id}/...`, `.../premium/videos/{id}/...`, query and
+    fragment ignored). None for anything else, a `..` segment included."""
+    text = text.strip()
+    if is_video_id(text):
+        return text
+    base = cdn_base.rstrip("/") + "/"
+    if not text.startswith(base):
+        return None
+    path = text[len(base):].split("#", 1)[0].split("?", 1)[0]
+    match = _PUBLIC_PATH.fullmatch(path)
+    if match is None or any(segment in ("..", ".") for segment in path.split("/")):
+        return None
+    return match.group(1)

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
+from infra.s3.buckets import list_keys
 from infra.s3.layout import MASTER_PLAYLIST, POSTER, ladder_prefix, public_prefix, public_url
 from infra.s3.uploads import UploadManifest
 from schemas.envelope import new_record
@@ -22,9 +23,7 @@ _COPY_WORKERS = 16  # copies are short server-side requests: latency-bound
 
 
 def staging_keys(s3: Any, bucket: str, video_id: str) -> list[str]:
-    paginator = s3.get_paginator("list_objects_v2")
-    return [item["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=ladder_prefix(video_id))
-            for item in page.get("Contents", [])]
+    return list_keys(s3, bucket, ladder_prefix(video_id))
 
 
 def publish_ladder(s3: Any, staging_bucket: str, public_bucket: str, video_id: str, premium: bool,

@@ -3,9 +3,12 @@ with the migrations in infra/clickhouse/migrations/."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from catalog.cases import TRUST_SCHEMAS
 
 ENVELOPE = ("event_id", "occurred_at", "producer")
 
@@ -33,6 +36,22 @@ def _moderation_row(record: dict[str, Any]) -> list[Any]:
             record["provider"], [label["name"] for label in record["labels"]], record["reason"]]
 
 
+def _trust_row(schema: str) -> Callable[[dict[str, Any]], list[Any]]:
+    """Trust-and-safety events share one audit table: what every query filters by, then the whole
+    event as JSON (the legal record: nothing of it is left out)."""
+
+    def row(record: dict[str, Any]) -> list[Any]:
+        case_id = record.get("case_id") or record.get("notice_id") or record.get("complaint_id") or ""
+        payload = {k: v for k, v in record.items() if k not in ENVELOPE}
+        return [record["event_id"], record["occurred_at"], record["producer"], record["video_id"], schema, case_id,
+                record.get("uploader_id"), json.dumps(payload, default=str, ensure_ascii=False, sort_keys=True)]
+
+    return row
+
+
+TRUST_COLUMNS = ("video_id", "event_type", "case_id", "uploader_id", "payload")
+
+
 def _mapping(table: str, names: tuple[str, ...],
              row: Callable[[dict[str, Any]], list[Any]] | None = None) -> TableMapping:
     return TableMapping(table, ENVELOPE + names, row or _fields(*names))
@@ -56,6 +75,7 @@ TABLE_OF_SCHEMA: dict[str, TableMapping] = {
     "HeatScoreUpdated": _mapping("heat_scores", ("video_id", "window", "window_end", "score", "views",
                                                  "unique_viewers", "net_likes", "completion_rate", "rewatch_rate",
                                                  "avg_watched_fraction")),
+    **{schema: TableMapping("trust_events", ENVELOPE + TRUST_COLUMNS, _trust_row(schema)) for schema in TRUST_SCHEMAS},
 }
 
 MAPPING_BY_TABLE: dict[str, TableMapping] = {mapping.table: mapping for mapping in TABLE_OF_SCHEMA.values()}

@@ -49,7 +49,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(service: ServiceDep) -> JSONResponse:
     if not await asyncio.to_thread(service.producer.broker_reachable):
         return error_response(BrokerUnavailable("the broker is not reachable"))
-    catalog = {"caught_up": service.catalog_feed.caught_up.is_set(), "videos": len(service.catalog)}
+    caught_up = service.catalog_feed.caught_up.is_set() and service.cases_feed.caught_up.is_set()
+    catalog = {"caught_up": caught_up, "videos": len(service.catalog)}
     if not catalog["caught_up"]:
         # This replica's catalog is still replaying the topics: its answers would be incomplete.
         return JSONResponse({"error": {"code": "catalog_catching_up", "message": "the catalog is replaying the "

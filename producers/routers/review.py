@@ -13,20 +13,16 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from catalog.access import is_admin
-from catalog.fold import public_view, review_view
+from catalog.fold import TAKEN_DOWN, public_view, review_view
 from common.errors import ApiError
 from common.tokens import Principal
-from infra.kafka.producer import OutgoingMessage
-from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of
-from producers.events import validation_error
+from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of, require_admin
+from producers.events import parse_body
 from producers.openapi import operation
 from producers.routers.catalog import Video
 from producers.text import DisplayText
-from schemas.codec import encode
-from schemas.topics import TOPIC_BY_SCHEMA
 
 router = APIRouter(prefix="/v1/admin/review")
 MAX_LIMIT = 200
@@ -62,9 +58,7 @@ class ReviewQueue(BaseModel):
 
 
 def _admin(principal: Principal) -> Principal:
-    if not is_admin(principal):
-        raise ApiError(403, "forbidden", "the review queue is for admins", "authorization")
-    return principal
+    return require_admin(principal, "the review queue")
 
 
 @router.get("", **operation(200, ReviewQueue, errors=(403,), description="The queue, oldest request first."))
@@ -79,21 +73,20 @@ async def review_queue(service: ServiceDep, principal: Annotated[Principal, prin
 async def decide(video_id: VideoIdPath, service: ServiceDep, principal: Annotated[Principal, principal_of("review")],
                  body: JsonBody) -> dict[str, Any]:
     _admin(principal)
-    try:
-        decision = ReviewDecision.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    decision = parse_body(ReviewDecision, body)
     if decision.decision == "reject" and decision.reason is None:
         raise ApiError(422, "missing_field", "a rejection needs a reason", "reason")
-    if service.catalog.get(video_id) is None:
+    current = service.catalog.get(video_id)
+    if current is None:
         raise ApiError(404, "not_found", "no video with this video_id", "video_id")
+    if current.state == TAKEN_DOWN:  # an approval would copy it to the public bucket while a case keeps it down
+        raise ApiError(409, "taken_down", "the video is taken down (docs/trust-and-safety.md)", "video_id")
     if service.reviewer is None:
         raise ApiError(503, "review_unavailable", "this API process makes no review decisions", None)
     # Blocking S3 work (the decision record, the ladder copies): off the loop; S3 trouble is a 503.
     events = await service.storage(service.reviewer, video_id, decision.decision == "approve",
                                    principal.user_id, decision.reason)
-    await service.producer.produce_all([OutgoingMessage(TOPIC_BY_SCHEMA[schema].name, video_id.encode(),
-                                                        encode(schema, record)) for schema, record in events])
+    await service.produce_records(events)
     service.catalog.apply_all(events)
     record = service.catalog.get(video_id)
     assert record is not None

@@ -9,12 +9,14 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from common.errors import ApiError
 from common.tokens import Principal, authorize_user
 from infra.kafka.producer import OutgoingMessage
 from infra.s3.uploads import uploaded_event_id, uploaded_record
 from producers.deps import JsonBody, ServiceDep, VideoIdPath, principal_of
 from producers.events import PRODUCER_NAME, validation_error
 from producers.openapi import bound_by_setting, operation
+from producers.service import IngestService
 from producers.uploads import UploadRequest
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
@@ -39,10 +41,18 @@ class UploadCompleted(BaseModel):
     state: str
 
 
-@router.post("", **operation(201, UploadTicket, body=UploadRequest, errors=(409, 503),
+def refuse_terminated(service: IngestService, principal: Principal) -> None:
+    """A terminated account (the repeat-infringer policy, docs/trust-and-safety.md) uploads nothing."""
+    if service.cases.is_terminated(principal.user_id):
+        raise ApiError(403, "account_terminated", "this account was terminated under the repeat-infringer policy",
+                       "authorization")
+
+
+@router.post("", **operation(201, UploadTicket, body=UploadRequest, errors=(403, 409, 503),
                              description="A presigned PUT of exactly the declared type and size."))
 async def post_upload(service: ServiceDep, principal: Annotated[Principal, principal_of("upload")], body: JsonBody,
                       idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    refuse_terminated(service, principal)
     try:
         upload = UploadRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -57,6 +67,7 @@ async def post_upload(service: ServiceDep, principal: Annotated[Principal, princ
     description="The uploaded file was checked and VideoUploaded is on the broker."))
 async def complete_upload(video_id: VideoIdPath, service: ServiceDep,
                           principal: Annotated[Principal, principal_of("upload_complete")]) -> JSONResponse:
+    refuse_terminated(service, principal)
     manifest = await service.storage(service.uploads.check_completed, video_id,
                                      lambda m: authorize_user(principal, m.uploader_id, "video_id"))
     event_id = uploaded_event_id(video_id)

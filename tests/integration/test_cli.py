@@ -39,6 +39,7 @@ def _fresh_env(home: Path) -> dict[str, str]:
         "LUSTRAX_SOCKETIO_PORT": str(free_port()),
         "LUSTRAX_RECS_WEB_PORT": str(free_port()),
         "LUSTRAX_RECS_MILVUS_PORT": str(free_port()),
+        "LUSTRAX_TAKEDOWN_WEB_PORT": str(free_port()),
     }
 
 
@@ -73,8 +74,8 @@ def test_up_detached_then_status_then_down_leaves_nothing_running(tmp_path: Path
         assert answered.returncode == 0, answered.stderr
         status = _lustrax(env, "status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("ready") == 11  # kafka, s3, clickhouse, edge, ingest, transcode, sink, heat,
-        #                                            moderation, gateway, recs
+        assert status.stdout.count("ready") == 12  # kafka, s3, clickhouse, edge, ingest, transcode, sink, heat,
+        #                                            moderation, gateway, recs, takedown
     finally:
         began = time.monotonic()
         down = _lustrax(env, "down")

@@ -49,6 +49,8 @@ CONTRACT: dict[str, list[tuple[str, str]]] = {
                     ("window_end", "DateTime64(3, 'UTC')"), ("score", "Float64"), ("views", "UInt64"),
                     ("unique_viewers", "UInt64"), ("net_likes", "Int64"), ("completion_rate", "Float64"),
                     ("rewatch_rate", "Float64"), ("avg_watched_fraction", "Float64")],
+    "trust_events": [("video_id", "String"), ("event_type", "LowCardinality(String)"), ("case_id", "String"),
+                     ("uploader_id", "Nullable(String)"), ("payload", "String")],
 }
 
 
@@ -87,6 +89,8 @@ def _sample(table: str, at: datetime, video_id: str = "v-sample") -> dict[str, A
                          "thumbnail": "http://cdn/v/thumb.jpg", "premium": False, "published_at": at},
         "heat_scores": {"window": "1h", "window_end": at, "score": 1.5, "views": 3, "unique_viewers": 2,
                         "net_likes": -1, "completion_rate": 0.5, "rewatch_rate": 0.25, "avg_watched_fraction": 0.4},
+        "trust_events": {"event_type": "VideoTakenDown", "case_id": "dmca_1", "uploader_id": "alice",
+                         "payload": '{"reason": "removed after a DMCA notice"}'},
     }
     return {**_envelope(at), "video_id": video_id, **fields[table]}
 

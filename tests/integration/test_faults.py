@@ -60,7 +60,7 @@ from producers.simulate import TrafficModel
 from schemas.codec import decode, encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import age_headers, age_token, running_service
+from tests.helpers import age_headers, age_token, running_service, wait_until
 from tests.integration.test_cli import _fresh_env, _lustrax, _processes_using
 from tests.integration.test_moderation_rejected import short_clip
 from tests.integration.test_supervisor import _settings
@@ -302,12 +302,7 @@ def wait_records(settings: Settings, schema: str, video_id: str, timeout_s: floa
 
 
 def _wait(what: str, check: Callable[[], Any], timeout_s: float = 60, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(every_s)
-    raise AssertionError(f"{what} within {timeout_s} s")
+    return wait_until(what, check, timeout_s, every_s)
 
 
 # -- the faults --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ tests/openapi_hooks.py (through schemathesis.toml); nothing else is configured a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from processors.sink.query_server import start_query_server
 from processors.sink.service import sink_health
 from producers.app import create_app
 from tests.helpers import age_headers
+from tests.integration.test_catalog_api import produce
+from tests.lifecycle import Video
+from tests.openapi_hooks import PUBLIC_VIDEO_ID
 
 pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
@@ -58,6 +62,18 @@ def vector_store(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     store.close()
     yield
     lite.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def public_video(stack: Settings, ingest_api: str) -> None:
+    """The published video the hooks' DMCA notices and complaints name (a rule of theirs: the video
+    must be public), in the API's catalog before the fuzzing starts."""
+    video = Video(video_id=PUBLIC_VIDEO_ID)
+    produce(stack, [video.uploaded(), video.published()])
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{ingest_api}/v1/videos/{PUBLIC_VIDEO_ID}", headers=age_headers(stack)).status_code != 200:
+        assert time.monotonic() < deadline, "the catalog did not show the contract's video"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -121,4 +121,42 @@ def test_an_event_of_another_video_or_schema_is_refused() -> None:
 
 def test_states_are_the_contracts() -> None:
     assert STATES == ("awaiting_upload", "uploaded", "transcoding", "failed", "transcoded", "in_review",
-                      "rejected", "published")
+                      "rejected", "published", "taken_down")
+
+
+# -- takedowns (docs/catalog.md "Takedowns"): beside the ranked state, a two-phase set of cases ------
+
+
+def _takedown_events(video: Video) -> dict[str, tuple[str, dict[str, object]]]:
+    return {"down_a": video.taken_down("dmca_a", 40), "restored_a": video.restored("dmca_a", 50),
+            "down_b": video.taken_down("cmp_b", 45, "COMPLAINT"), "restored_b": video.restored("cmp_b", 55, "COMPLAINT")}
+
+
+@pytest.mark.parametrize(("steps", "state"), [
+    ((), "published"),
+    (("down_a",), "taken_down"),
+    (("down_a", "restored_a"), "published"),
+    (("restored_a", "down_a"), "published"),  # the restore read first still cancels its takedown
+    (("down_a", "down_b", "restored_a"), "taken_down"),  # another case keeps it down
+    (("down_a", "down_b", "restored_b", "restored_a"), "published"),
+])
+def test_a_takedown_hides_and_its_restore_brings_the_video_back_in_any_order(steps: tuple[str, ...],
+                                                                             state: str) -> None:
+    video = Video()
+    events = _takedown_events(video)
+    lifecycle = video.through("published")
+    all_events = lifecycle + [events[step] for step in steps]
+    for order in itertools.permutations(all_events[-4:]):  # the takedown events and the publication, any order
+        record = fold([*all_events[:-4], *order])[video.video_id]
+        assert record.state == state
+        assert (public_view(record)["video_url"] is None) == (state == "taken_down")
+    assert fold(all_events + all_events)[video.video_id] == fold(all_events)[video.video_id]  # redelivery
+
+
+def test_a_takedown_of_a_video_in_review_hides_it_and_a_restore_returns_it_to_review() -> None:
+    video = Video()
+    events = video.through("in_review")
+    assert fold([*events, video.taken_down("cmp_x", case_type="COMPLAINT")])[video.video_id].state == "taken_down"
+    restored = fold([*events, video.taken_down("cmp_x", case_type="COMPLAINT"),
+                     video.restored("cmp_x", case_type="COMPLAINT")])
+    assert restored[video.video_id].state == "in_review"

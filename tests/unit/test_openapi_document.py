@@ -15,7 +15,9 @@ from producers.openapi import AGE_TOKEN, BEARER, BODY_ERRORS, api_routes, openap
 
 ERROR_REF = "#/components/schemas/Error"
 # Operations anyone may call: a route that forgot its principal shows up here, so each is listed on purpose.
-PUBLIC = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/"), ("get", "/v1/trending")}
+PUBLIC = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/"), ("get", "/v1/trending"),
+          # Trust and safety: anyone may report (no account), rate-limited per IP.
+          ("post", "/v1/dmca/notices"), ("get", "/dmca"), ("post", "/v1/complaints")}
 OPTIONAL = {("get", "/v1/videos"), ("get", "/v1/videos/{video_id}")}
 # The age gate's routes need no account (docs/trust-and-safety.md).
 PUBLIC |= {("post", "/v1/age-gate"), ("post", "/v1/age-gate/sessions"), ("post", "/v1/age-gate/callbacks/{provider}"),
