@@ -32,7 +32,7 @@ from processors.moderation.publish import publish_ladder
 from processors.takedown.agent import TakedownAgent
 from producers.app import create_app
 from schemas.envelope import new_record
-from tests.helpers import running_service, served, wait_until as wait_for
+from tests.helpers import age_headers, age_token, running_service, served, wait_until as wait_for
 from tests.integration.test_catalog_api import produce
 from tests.lifecycle import Video
 
@@ -67,7 +67,14 @@ class Stack:
         self.agent.wake.set()
 
     def headers(self, user: str, *roles: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {issue_token(self.settings.jwt_signing_secret, user, roles, 600)}"}
+        """A user's token, past the age gate (the catalog's reads need both)."""
+        token = issue_token(self.settings.jwt_signing_secret, user, roles, 600)
+        return age_headers(self.settings, Authorization=f"Bearer {token}")
+
+    @property
+    def anonymous(self) -> dict[str, str]:
+        """Anyone past the age gate, signed in or not."""
+        return age_headers(self.settings)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +100,8 @@ def listen(trust: Stack, channels: list[str]) -> None:
 
     def run() -> None:
         token = issue_token(trust.settings.jwt_signing_secret, "watcher", (), 600)
-        with connect(f"ws://127.0.0.1:{trust.settings.ws_port}/v1/ws?token={token}") as ws:
+        url = f"ws://127.0.0.1:{trust.settings.ws_port}/v1/ws?token={token}&age_token={age_token(trust.settings)}"
+        with connect(url) as ws:
             ws.send(json.dumps({"op": "subscribe", "channels": channels}))
             try:
                 while True:
@@ -120,7 +128,7 @@ def published_video(trust: Stack, uploader: str = "bob", premium: bool = False) 
     uploaded, published = video.uploaded(), video.published()
     uploaded[1]["occurred_at"] = published[1]["occurred_at"] = datetime.now(UTC)
     produce(settings, [uploaded, published])
-    wait_for("the catalog shows the video", lambda: HTTP.get(f"{trust.api}/v1/videos/{video.video_id}").status_code
+    wait_for("the catalog shows the video", lambda: HTTP.get(f"{trust.api}/v1/videos/{video.video_id}", headers=trust.anonymous).status_code
              == 200)
     return video
 
@@ -159,8 +167,8 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
 
     # Taken down: the catalog, the public bucket behind the edge, the subscribers.
     wait_for("the catalog shows taken_down", lambda: state_of(trust, video_id) == "taken_down")
-    assert HTTP.get(f"{trust.api}/v1/videos/{video_id}").status_code == 404  # not public any more
-    listed = HTTP.get(f"{trust.api}/v1/videos", params={"limit": 100}).json()["items"]
+    assert HTTP.get(f"{trust.api}/v1/videos/{video_id}", headers=trust.anonymous).status_code == 404  # not public any more
+    listed = HTTP.get(f"{trust.api}/v1/videos", params={"limit": 100}, headers=trust.anonymous).json()["items"]
     assert video_id not in {item["video_id"] for item in listed}
     assert list_keys(s3_client(trust.settings), trust.settings.s3_public_bucket, public_prefix(video_id, False)) == []
     assert edge_status(trust, video_id) in (403, 404)
@@ -195,7 +203,7 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
     trust.advance(7)
     wait_for("the video restored", lambda: state_of(trust, video_id) == "published")
     wait_for("the edge serves it again", lambda: edge_status(trust, video_id) == 200)
-    assert HTTP.get(f"{trust.api}/v1/videos/{video_id}").status_code == 200
+    assert HTTP.get(f"{trust.api}/v1/videos/{video_id}", headers=trust.anonymous).status_code == 200
     wait_for("the notice restored", lambda: HTTP.get(f"{trust.api}/v1/dmca/notices/{notice_id}",
                                                       headers=admin).json()["status"] == "restored")
 
