@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from common.settings import Settings
@@ -82,9 +82,11 @@ def _wait_committed(settings: Settings) -> None:
 
 def _checkpointed_viewers(settings: Settings, video_id: str, timeout_s: float = 60) -> int:
     """Viewers of `video_id` whose entry is on the heat table's changelog (written by a checkpoint)."""
+    topic = f"lustrax-heat-{HEAT_TABLES[0]}-changelog"
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"probe-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([f"lustrax-heat-{HEAT_TABLES[0]}-changelog"])
+                         "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])  # no group to join
     # The viewers' keys (processors/heat_score/processor.py), JSON-encoded, without the closing quote.
     prefix = orjson.dumps(f"p\x00{video_id}\x00")[:-1]
     viewers: set[bytes] = set()
