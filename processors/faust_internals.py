@@ -30,7 +30,13 @@ joins, those records were never processed or acknowledged, and the commits stopp
 of them (the heat tests' stalls: a partition of a new worker consumed to its end, nothing of it
 processed). The consumer here keeps stream partitions that Faust resumes while rebalancing paused
 until the flow resumes (`resume_flow`, right after the queues are cleared): they are read from
-the sought positions only.
+the sought positions only. Two more ways records were consumed and never handed over close with
+it: Faust lets the fetcher thread read its live set of active partitions, and aiokafka takes an
+empty set (all partitions paused, as after the changelogs are read) for "every partition", whose
+records Faust then drops as inactive: the fetch is asked for a copy, taken when it starts. And the
+records a rebalance drops (the rest of a fetched batch, a delivery given up) come back only by the
+seek after the assignment, which Faust makes for the partitions with a committed offset: a
+partition without one is sought to its beginning too, where the earliest reset starts it anyway.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import Any
 
 import faust
 import rocksdict
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode.services import WaitResults
@@ -141,6 +148,19 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
         if held:
             super().resume_partitions(held)
         super().resume_flow()
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # A copy: aiokafka reads the set in its own thread, and an empty one means every partition.
+        return await super()._getmany(None if active_partitions is None else set(active_partitions), timeout)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        never_committed = [tp for tp in self.assignment()
+                           if not self._is_changelog_tp(tp) and not self._committed_offset.get(tp)]
+        if never_committed:
+            await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in never_committed))
+            for tp in never_committed:
+                self._read_offset[tp] = None
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         if not (len(coros) == 2 and timeout is None and asyncio.iscoroutine(coros[0])

@@ -160,6 +160,46 @@ def test_out_of_a_rebalance_partitions_resume_at_once() -> None:
     asyncio.run(main())
 
 
+def test_the_fetch_is_asked_for_a_copy_of_the_active_partitions() -> None:
+    async def main() -> None:
+        _, consumer = _consumer_with_a_table()
+        asked: list[Any] = []
+
+        async def getmany(active: Any, timeout: float) -> dict[TP, list[Any]]:
+            asked.append(active)
+            return {}
+
+        consumer._thread.getmany = getmany  # type: ignore[method-assign]
+        active = {STREAM}
+        await consumer._getmany(active, 0.1)
+        active.clear()  # as pausing every partition does while the fetcher thread reads the set
+        assert asked == [{STREAM}] and asked[0] is not active
+
+    asyncio.run(main())
+
+
+def test_the_seek_after_an_assignment_also_rewinds_partitions_without_a_committed_offset() -> None:
+    async def main() -> None:
+        _, consumer = _consumer_with_a_table()
+        committed, fresh = TP("views", 1), TP("views", 2)
+        rewound: list[Any] = []
+
+        async def seek_to_committed() -> dict[TP, int | None]:
+            return {committed: 7, fresh: None, CHANGELOG: None}
+
+        async def seek_to_beginning(*tps: Any) -> None:
+            rewound.extend(tps)
+
+        consumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+        consumer.assignment = lambda: {committed, fresh, CHANGELOG}  # type: ignore[method-assign]
+        consumer._thread.seek_to_beginning = seek_to_beginning  # type: ignore[method-assign]
+        await consumer.perform_seek()
+        assert [(tp.topic, tp.partition) for tp in rewound] == [("views", 2)]
+        assert consumer._read_offset[committed] == 7 and consumer._read_offset[fresh] is None
+
+    asyncio.run(main())
+
+
 # -- canaries: what an upgrade of Faust must keep for processors/faust_internals.py to hold -------
 
 def test_the_table_internals_write_table_uses_are_still_there() -> None:
