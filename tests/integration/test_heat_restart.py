@@ -201,7 +201,8 @@ def test_two_workers_rebalance_mid_stream_lose_nothing_and_count_nothing_twice(s
             # the first worker has the latest of them in memory, unacknowledged.
             viewers = list(range(4, 10))
             while viewers and _assigned_members(first) < 2:
-                _send_events(first, [e for video in videos for e in _sessions(video, [viewers.pop(0)], now)])
+                viewer = viewers.pop(0)
+                _send_events(first, [e for video in videos for e in _sessions(video, [viewer], now)])
                 time.sleep(0.5)  # the pace of the stream, not a wait for an outcome
             _send_events(first, [e for video in videos for e in _sessions(video, viewers, now)])
             # Ten viewers, half of them watched to the end: nothing lost, nothing counted twice.
