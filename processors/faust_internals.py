@@ -31,9 +31,11 @@ of them (the heat tests' stalls: a partition of a new worker consumed to its end
 processed). The consumer here keeps stream partitions that Faust resumes while rebalancing paused
 until the flow resumes (`resume_flow`, right after the queues are cleared): they are read from
 the sought positions only. Two more ways records were consumed and never handed over close with
-it: Faust lets the fetcher thread read its live set of active partitions, and aiokafka takes an
-empty set (all partitions paused, as after the changelogs are read) for "every partition", whose
-records Faust then drops as inactive: the fetch is asked for a copy, taken when it starts. And the
+it: Faust lets the fetcher thread read its live set of active partitions (the thread takes the
+records of the partitions in it when they arrive), and aiokafka takes an empty set (all partitions
+paused, as while partitions are held) for "every partition", whose records Faust then drops as
+inactive, consumed: the thread is given a view of the live set that is never taken for "every
+partition" (`_ActivePartitions`). And the
 records a rebalance drops (the rest of a fetched batch, a delivery given up) come back only by the
 seek after the assignment, which Faust makes for the partitions with a committed offset: a
 partition without one is sought to its beginning too, where the earliest reset starts it anyway.
@@ -42,7 +44,7 @@ partition without one is sought to its beginning too, where the earliest reset s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator, Iterable
+from collections.abc import Coroutine, Generator, Iterable, Iterator
 from typing import Any
 
 import faust
@@ -127,6 +129,23 @@ def _is_wait_on(coroutine: object, event: asyncio.Event) -> bool:
     return asyncio.iscoroutine(coroutine) and frame is not None and frame.f_locals.get("self") is event
 
 
+class _ActivePartitions:
+    """The consumer's live set of active partitions as the fetcher thread reads it (3. above):
+    membership follows the set; it is never empty in aiokafka's sense, which is "every partition"."""
+
+    def __init__(self, live: set[TP]) -> None:
+        self._live = live
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._live
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[TP]:
+        return iter(set(self._live))
+
+
 class DirectDeliveryConsumer(aiokafka_driver.Consumer):
     _held: frozenset[TP] = frozenset()  # stream partitions Faust resumed while rebalancing (3.)
 
@@ -150,8 +169,8 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
         super().resume_flow()
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
-        # A copy: aiokafka reads the set in its own thread, and an empty one means every partition.
-        return await super()._getmany(None if active_partitions is None else set(active_partitions), timeout)
+        return await super()._getmany(None if active_partitions is None else _ActivePartitions(active_partitions),
+                                      timeout)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
