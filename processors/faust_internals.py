@@ -44,7 +44,7 @@ partition without one is sought to its beginning too, where the earliest reset s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import Any
 
 import faust
@@ -62,10 +62,14 @@ def read_table(table: faust.Table, key: bytes) -> bytes | None:
     return value
 
 
-async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[bytes, bytes | None]]) -> int:
+async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[bytes, bytes | None]],
+                      still_owned: Callable[[], bool] = lambda: True) -> int:
     """Write encoded (key, value) pairs (None deletes), as the table's serializers would encode them,
     to its RocksDB store and its changelog for `partition`; wait until the broker has them all. The
-    number written."""
+    number written. Once `still_owned()` is false (a rebalance: the partition may be another
+    worker's now) it stops sending and leaves the store alone: a late write would land on the
+    changelog after the new owner's recovery, and the persisted offset would skip the new owner's
+    writes at the next recovery here."""
     store = table.data
     producer = table.app.producer._ensure_producer()  # the aiokafka producer
     topic = table.changelog_topic.get_topic_name()
@@ -78,6 +82,8 @@ async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[
         else:
             rows.put(key, value)
         if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+            if not still_owned():
+                return 0
             sent.append((await producer.send_batch(batch, topic, partition=partition), in_batch))
             batch, in_batch = producer.create_batch(), 0
             batch.append(key=key, value=value, timestamp=None)
@@ -85,12 +91,16 @@ async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[
         count += 1
     if in_batch:
         batch.close()
+        if not still_owned():
+            return 0
         sent.append((await producer.send_batch(batch, topic, partition=partition), in_batch))
-    store._db_for_partition(partition).write(rows)
     last_offset = None
     for future, records in sent:
         metadata = await future
         last_offset = metadata.offset + records - 1
+    if not still_owned():
+        return 0
+    store._db_for_partition(partition).write(rows)
     if last_offset is not None:
         store.set_persisted_offset(TP(topic, partition), last_offset)
     return count

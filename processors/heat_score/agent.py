@@ -159,7 +159,7 @@ def create_heat_app(settings: Settings) -> faust.App:
                     if n and n % WRITES_PER_TURN == 0:
                         await asyncio.sleep(0)  # serializing a long checkpoint would stall the stream
                     rows.append((orjson.dumps(key), None if value is None else orjson.dumps(value)))
-                await write_table(state, partition, rows)
+                await write_table(state, partition, rows, still_owned=lambda: processor.is_current(done))
             if processor.is_current(done):
                 processor.checkpoint_written(done)
         await ack_done()
