@@ -535,7 +535,9 @@ def test_a_heat_worker_killed_mid_stream_converges_to_the_undisturbed_scores(sup
         return _same_scores(last, undisturbed)
 
     try:
-        _wait("the scores after the kill equal the undisturbed ones", converged, timeout_s=30)
+        # Convergence is the property; it took 3.4 s after the worker was back in one run here and
+        # did not come within 30 s in another (#13: a rebalance or restart can still drop records).
+        _wait("the scores after the kill equal the undisturbed ones", converged, timeout_s=60)
     except AssertionError:
         report_service("heat", settings.heat_web_port, settings.logs_dir / "heat.log", supervised.pid("heat"))
         raise
