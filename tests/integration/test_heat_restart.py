@@ -200,10 +200,14 @@ def test_two_workers_rebalance_mid_stream_lose_nothing_and_count_nothing_twice(s
             # A stream of sessions while the second worker joins the group: when the rebalance comes,
             # the first worker has the latest of them in memory, unacknowledged.
             viewers = list(range(4, 10))
-            while viewers and _assigned_members(first) < 2:
+            while len(viewers) > 2 and _assigned_members(first) < 2:
                 viewer = viewers.pop(0)
                 _send_events(first, [e for video in videos for e in _sessions(video, [viewer], now)])
                 time.sleep(0.5)  # the pace of the stream, not a wait for an outcome
+            # The last viewers come once both workers hold partitions: the second one has new events.
+            deadline = time.monotonic() + 30
+            while _assigned_members(first) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
             _send_events(first, [e for video in videos for e in _sessions(video, viewers, now)])
             # Ten viewers, half of them watched to the end: nothing lost, nothing counted twice.
             _wait_for_rows(sink, {video: (10, 10, 0.5) for video in videos})
