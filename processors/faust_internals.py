@@ -20,16 +20,36 @@ halves what a Faust agent can consume (bench/heat measured 5.5k against 11.9k me
 agent that only counts). Nearly every delivery completes without waiting, so the consumer here
 runs the delivery directly up to its first suspension, and only a delivery that has to wait goes
 into Faust's race. Behaviour is otherwise Faust's own.
+
+3. Stream partitions held back until the streams' queues are cleared. After every assignment
+(the first one too) Faust's recovery resumes the stream partitions, then awaits the seek to the
+committed offsets, and only then resumes its flow control, which empties every stream's queue
+(`clear_on_resume`). Whatever the fetcher handed to the streams during that await was dropped
+there, though the positions had moved past it: with a backlog, or events arriving while a worker
+joins, those records were never processed or acknowledged, and the commits stopped at the first
+of them (the heat tests' stalls: a partition of a new worker consumed to its end, nothing of it
+processed). The consumer here keeps stream partitions that Faust resumes while rebalancing paused
+until the flow resumes (`resume_flow`, right after the queues are cleared): they are read from
+the sought positions only. Two more ways records were consumed and never handed over close with
+it: Faust lets the fetcher thread read its live set of active partitions (the thread takes the
+records of the partitions in it when they arrive), and aiokafka takes an empty set (all partitions
+paused, as while partitions are held) for "every partition", whose records Faust then drops as
+inactive, consumed: the thread is given a view of the live set that is never taken for "every
+partition" (`_ActivePartitions`). And the
+records a rebalance drops (the rest of a fetched batch, a delivery given up) come back only by the
+seek after the assignment, which Faust makes for the partitions with a committed offset: a
+partition without one is sought to its beginning too, where the earliest reset starts it anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import Any
 
 import faust
 import rocksdict
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode.services import WaitResults
@@ -42,10 +62,14 @@ def read_table(table: faust.Table, key: bytes) -> bytes | None:
     return value
 
 
-async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[bytes, bytes | None]]) -> int:
+async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[bytes, bytes | None]],
+                      still_owned: Callable[[], bool] = lambda: True) -> int:
     """Write encoded (key, value) pairs (None deletes), as the table's serializers would encode them,
     to its RocksDB store and its changelog for `partition`; wait until the broker has them all. The
-    number written."""
+    number written. Once `still_owned()` is false (a rebalance: the partition may be another
+    worker's now) it stops sending and leaves the store alone: a late write would land on the
+    changelog after the new owner's recovery, and the persisted offset would skip the new owner's
+    writes at the next recovery here."""
     store = table.data
     producer = table.app.producer._ensure_producer()  # the aiokafka producer
     topic = table.changelog_topic.get_topic_name()
@@ -58,6 +82,8 @@ async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[
         else:
             rows.put(key, value)
         if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+            if not still_owned():
+                return 0
             sent.append((await producer.send_batch(batch, topic, partition=partition), in_batch))
             batch, in_batch = producer.create_batch(), 0
             batch.append(key=key, value=value, timestamp=None)
@@ -65,12 +91,16 @@ async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[
         count += 1
     if in_batch:
         batch.close()
+        if not still_owned():
+            return 0
         sent.append((await producer.send_batch(batch, topic, partition=partition), in_batch))
-    store._db_for_partition(partition).write(rows)
     last_offset = None
     for future, records in sent:
         metadata = await future
         last_offset = metadata.offset + records - 1
+    if not still_owned():
+        return 0
+    store._db_for_partition(partition).write(rows)
     if last_offset is not None:
         store.set_persisted_offset(TP(topic, partition), last_offset)
     return count
@@ -109,7 +139,58 @@ def _is_wait_on(coroutine: object, event: asyncio.Event) -> bool:
     return asyncio.iscoroutine(coroutine) and frame is not None and frame.f_locals.get("self") is event
 
 
+class _ActivePartitions:
+    """The consumer's live set of active partitions as the fetcher thread reads it (3. above):
+    membership follows the set; it is never empty in aiokafka's sense, which is "every partition"."""
+
+    def __init__(self, live: set[TP]) -> None:
+        self._live = live
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._live
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[TP]:
+        return iter(set(self._live))
+
+
 class DirectDeliveryConsumer(aiokafka_driver.Consumer):
+    _held: frozenset[TP] = frozenset()  # stream partitions Faust resumed while rebalancing (3.)
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        if self.app.rebalancing:
+            streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
+            self._held |= streams
+            tps -= streams
+        super().resume_partitions(tps)
+
+    def pause_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        self._held -= tps  # paused again (a new rebalance): no longer waiting for the flow
+        super().pause_partitions(tps)
+
+    def resume_flow(self) -> None:
+        held, self._held = self._held, frozenset()
+        if held:
+            super().resume_partitions(held)
+        super().resume_flow()
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        return await super()._getmany(None if active_partitions is None else _ActivePartitions(active_partitions),
+                                      timeout)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        never_committed = [tp for tp in self.assignment()
+                           if not self._is_changelog_tp(tp) and not self._committed_offset.get(tp)]
+        if never_committed:
+            await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in never_committed))
+            for tp in never_committed:
+                self._read_offset[tp] = None
+
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         if not (len(coros) == 2 and timeout is None and asyncio.iscoroutine(coros[0])
                 and _is_wait_on(coros[1], self.suspend_flow)) or self.suspend_flow.is_set():

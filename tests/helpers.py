@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.process import free_port, stop_process_groups
+from common.process import free_port, stop_process_groups, tail
 
 
 @contextmanager
@@ -82,6 +84,18 @@ def records_on(bootstrap: str, topic: str, predicate: Any, count: int = 1, timeo
     return found
 
 
+_STABLE_PORTS: dict[str, int] = {}
+
+
+def stable_port(slot: str) -> int:
+    """A free loopback port chosen once per test run for `slot` ("heat-1", "heat-2", ...): a heat
+    worker restarted on its slot's port keeps its static group membership (processors/app.py) and
+    rejoins at once, instead of waiting out a departed member's session."""
+    if slot not in _STABLE_PORTS:
+        _STABLE_PORTS[slot] = free_port()
+    return _STABLE_PORTS[slot]
+
+
 @contextmanager
 def running_service(settings: Any, name: str, port: int) -> Iterator[Any]:
     """One of the project's services (lustrax/services.py) as its own process, ready, then stopped;
@@ -104,11 +118,46 @@ def running_services(specs: list[tuple[Any, str, int]]) -> Iterator[list[Any]]:
         for service in services:
             service.wait_ready()
         yield services
+    except BaseException as exc:
+        if not isinstance(exc, GeneratorExit):
+            report_services(services)  # what each was doing when the test failed, before it is stopped
+        raise
     finally:
         running = [s.process for s in services if s.process is not None and s.process.exited() is None]
         stop_process_groups([process.pid for process in running if process.pid])  # together: faster
         for process in running:
             process.stop()  # reaps what is left
+
+
+LOG_TAIL_LINES = 60
+
+
+def report_services(services: list[Any], lines: int = LOG_TAIL_LINES) -> None:
+    """`report_service` for each of `services` (ServiceProcesses), each log once (several workers of
+    one service share a log)."""
+    shown: set[Path] = set()
+    for service in services:
+        pid = service.process.pid if service.process is not None else None
+        report_service(service.name, service.port, None if service.log_path in shown else service.log_path, pid, lines)
+        shown.add(service.log_path)
+
+
+def report_service(name: str, port: int, log_path: Path | None, pid: int | None = None,
+                   lines: int = LOG_TAIL_LINES) -> None:
+    """Print to stderr the last `lines` of a service's log and the project's own figures of its
+    /metrics (lustrax_*, without histogram buckets) if it serves them: a failed test's output shows
+    what the service was doing."""
+    out = [f"----- {name} (pid {pid}, port {port})"]
+    if log_path is not None:
+        out += [f"----- {name}: last {lines} lines of {log_path}", tail(log_path, lines)]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            figures = [line for line in response.read().decode(errors="replace").splitlines()
+                       if line.startswith("lustrax_") and "_bucket{" not in line]
+    except OSError as exc:
+        figures = [f"(no /metrics: {exc})"]
+    out += [f"----- {name} /metrics", *figures]
+    print("\n".join(out), file=sys.stderr)
 
 
 def metric_sum(url: str, name: str, **labels: str) -> float:

@@ -16,21 +16,20 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from common.process import free_port
 from common.settings import Settings
 from processors.heat_score.score import heat_score
 from processors.heat_score.score import WindowStats
 from processors.sink.sink import ClickHouseSink
 from schemas.codec import encode
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import wait_until_caught_up, heat_worker_counts, records_on, running_service
+from tests.helpers import wait_until_caught_up, heat_worker_counts, records_on, running_service, stable_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def heat_worker(stack: Settings) -> Iterator[Settings]:
-    settings = stack.model_copy(update={"heat_web_port": free_port(), "heat_emit_interval_s": 1.0,
+    settings = stack.model_copy(update={"heat_web_port": stable_port("heat-1"), "heat_emit_interval_s": 1.0,
                                         "like_update_min_interval_s": 1.0, "heat_checkpoint_interval_s": 1.0})
     with running_service(settings, "heat", settings.heat_web_port):
         # Counting starts once the worker has taken what earlier modules left on its topics.

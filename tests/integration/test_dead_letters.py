@@ -108,10 +108,9 @@ def test_replay_of_an_unknown_dead_letter_is_a_clear_error(analyst_path: Setting
 def test_a_message_two_consumers_parked_is_one_dead_letter_replayed_once(analyst_path: Settings) -> None:
     """The heat worker (Faust) and the sink both read the views topic: each parks the poison, both are
     listed under the one source position, and a replay puts it back once."""
-    from common.process import free_port
-    from tests.helpers import running_service
+    from tests.helpers import running_service, stable_port
 
-    settings = analyst_path.model_copy(update={"heat_web_port": free_port()})
+    settings = analyst_path.model_copy(update={"heat_web_port": stable_port("heat-1")})
     topic, key = TOPIC_BY_SCHEMA["VideoView"].name, f"poison-{uuid.uuid4().hex[:12]}"
     with running_service(settings, "heat", settings.heat_web_port):
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})

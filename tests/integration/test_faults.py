@@ -60,7 +60,7 @@ from producers.simulate import TrafficModel
 from schemas.codec import decode, encode
 from schemas.envelope import new_record
 from schemas.topics import TOPIC_BY_SCHEMA
-from tests.helpers import age_headers, age_token, running_service, wait_until
+from tests.helpers import age_headers, age_token, report_service, running_service, wait_until
 from tests.integration.test_cli import _fresh_env, _lustrax, _processes_using
 from tests.integration.test_moderation_rejected import short_clip
 from tests.integration.test_supervisor import _settings
@@ -554,9 +554,12 @@ def test_a_heat_worker_killed_mid_stream_converges_to_the_undisturbed_scores(sup
         return _same_scores(last, undisturbed)
 
     try:
-        # Convergence, not speed, is the property: on a fresh clone it once took 45 s after the
-        # worker was back (its first scores of these videos came late; #13 follows it up).
+        # Convergence is the property; it took 3.4 s after the worker was back in one run here and
+        # did not come within 30 s in another (#13: a rebalance or restart can still drop records).
         _wait("the scores after the kill equal the undisturbed ones", converged, timeout_s=90)
+    except AssertionError:
+        report_service("heat", settings.heat_web_port, settings.logs_dir / "heat.log", supervised.pid("heat"))
+        raise
     finally:
         print(f"heat: {len(disturbed)} events acknowledged ({killed_after} before the SIGKILL), worker back after "
               f"{back_s:.1f} s, scores equal {time.monotonic() - began:.1f} s later; undisturbed {undisturbed}; "
