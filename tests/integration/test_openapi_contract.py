@@ -34,7 +34,7 @@ from tests.openapi_hooks import PUBLIC_VIDEO_ID
 pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
 # Fuzzed cases per operation, beyond the examples and the coverage phase's own cases: the budget.
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 5
 # Hypothesis' health checks judge the generator (slow on a busy machine, with the display-text
 # patterns), not the API: every check of schemathesis' stays on.
 GENERATION = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

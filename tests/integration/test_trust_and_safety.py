@@ -229,6 +229,10 @@ def test_a_court_action_stops_the_restore(trust: Stack, monkeypatch: pytest.Monk
     notice_id = HTTP.post(f"{trust.api}/v1/dmca/notices", json=notice_body(trust, video_id)).json()["notice_id"]
     wait_for("taken down", lambda: state_of(trust, video_id) == "taken_down")
     assert list_keys(s3, public, public_prefix(video_id, True)) == []  # the premium prefix too
+    # The API's case book reads the takedown from its topic apart from the catalog: wait for it too.
+    admin = trust.headers("root", "admin")
+    wait_for("the case book has the takedown", lambda: HTTP.get(
+        f"{trust.api}/v1/dmca/notices/{notice_id}", headers=admin).json()["status"] == "taken_down")
     counter = {"notice_id": notice_id, "video_id": video_id, "good_faith_mistake_statement": True,
                "consent_to_jurisdiction": True, "name": "Bob", "address": "1 Main St", "signature": "Bob"}
     assert HTTP.post(f"{trust.api}/v1/dmca/counter-notices", json=counter,

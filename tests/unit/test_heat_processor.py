@@ -428,7 +428,7 @@ def _event_lists(draw: st.DrawFn) -> list[Event]:
     return events
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(events=_event_lists(), data=st.data())
 def test_order_duplicates_and_checkpoints_do_not_change_the_stats(events: list[Event], data: st.DataObject) -> None:
     redelivered = data.draw(st.lists(st.sampled_from(events), max_size=6)) if events else []
