@@ -156,7 +156,8 @@ class Settings(BaseSettings):
     ws_max_channels: int = Field(default=128, ge=1)  # per connection
     ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)  # client -> server
     ws_max_connections_per_ip: int = Field(default=1000, ge=1)  # per gateway process
-    ws_client_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)  # past it: close 3008 "slow"
+    ws_client_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)  # still past it after the grace: 3008 "slow"
+    ws_slow_grace_s: float = Field(default=1.0, gt=0, le=60)
     ws_anonymous_feed: bool = True
     # Browser origins allowed to connect (comma-separated); clients that send no Origin are not browsers.
     # None: the page's origins (page_origins).

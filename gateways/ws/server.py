@@ -4,7 +4,8 @@
 topics) and `GET /metrics` (Prometheus text), answered by the `process_request` hook before any
 upgrade. Each frame is serialized and framed once and written to each recipient's transport
 (what `broadcast()` does, minus framing it again per connection), which never waits for a client:
-a connection whose write buffer then holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES is closed
+a connection whose write buffer still holds more than LUSTRAX_WS_CLIENT_BUFFER_BYTES
+LUSTRAX_WS_SLOW_GRACE_S after a write (or at once more than SLOW_HARD_FACTOR times that) is closed
 with 3008 "slow". Compression is off (a broadcast frame would
 be compressed once per connection, and each deflate context costs ~64 KiB of memory).
 Several processes may share the port (SO_REUSEPORT): LUSTRAX_WS_PROCESSES. `transports` are further
@@ -50,6 +51,9 @@ WS_PATH = "/v1/ws"
 SWEEP_INTERVAL_S = 0.25
 EXPIRE_EVERY_ROUNDS = 40  # the history is trimmed by age every 10 s
 SLOW_CLOSE_CODE, SLOW_CLOSE_REASON = 3008, "slow"
+# A burst (a loop that fell behind delivers what piled up in one write) may pass the bound for a
+# moment on a healthy client; past this many times the bound, memory comes first.
+SLOW_HARD_FACTOR = 8
 
 
 def raise_open_file_limit() -> int:
@@ -158,6 +162,7 @@ class Gateway:
             weakref.WeakKeyDictionary()
         self._per_ip: Counter[str] = Counter()
         self._closing: set[asyncio.Task[None]] = set()
+        self._over_bound: weakref.WeakSet[ServerConnection] = weakref.WeakSet()  # a recheck is due
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.server: Server | None = None
@@ -323,7 +328,20 @@ class Gateway:
                     self.metrics.delivery_lag.observe(max(0.0, now - ts_ms / 1000))
         if sent:
             self.metrics.frames_sent.inc(sent)
+        hard = bound * SLOW_HARD_FACTOR
         for connection in dict.fromkeys(slow):  # after the writes: closing changes the hub's sets
+            if connection.transport.get_write_buffer_size() > hard:
+                self._close_slow(connection)
+            elif connection not in self._over_bound:
+                self._over_bound.add(connection)
+                asyncio.get_running_loop().call_later(self.settings.ws_slow_grace_s, self._recheck_slow, connection)
+
+    def _recheck_slow(self, connection: ServerConnection) -> None:
+        """A client still past the bound a grace after a write does not read: close it."""
+        self._over_bound.discard(connection)
+        transport = connection.transport
+        if (connection.protocol.state is State.OPEN and not transport.is_closing()
+                and transport.get_write_buffer_size() > self.settings.ws_client_buffer_bytes):
             self._close_slow(connection)
 
     def _close_slow(self, connection: ServerConnection) -> None:
