@@ -250,24 +250,30 @@ def test_a_client_that_stops_reading_does_not_delay_the_others_and_is_closed_slo
             # A server that waited on the stalled client would hold the fast one until the keep-alive
             # gave up on the slow one (40 s): longer than this timeout.
             reading = asyncio.create_task(frames(fast, len(ids), types=("new_video",), timeout_s=30))
-            # In bursts of 300 KB, as a busy channel sends: a healthy client may pass the bound for a
-            # moment when a loaded gateway delivers several bursts in one write, never for the grace.
-            for start in range(0, len(ids), 5):
-                await asyncio.to_thread(publish, gw, "VideoPublished",
-                                        [published(v, title) for v in ids[start:start + 5]])
-                await asyncio.sleep(0.1)
-            got = await reading
-            assert sorted(f["data"]["video_id"] for f in got) == sorted(ids)
-            assert [f["seq"] for f in got] == sorted({f["seq"] for f in got})
-            deadline = time.monotonic() + 10
-            while metric(gw, "lustrax_ws_slow_closes_total") == closes_before:
+
+            async def publishing() -> None:
+                # In bursts of 300 KB, as a busy channel sends: a healthy client may pass the bound for
+                # a moment when a loaded gateway delivers several bursts in one write, never for the grace.
+                for start in range(0, len(ids), 5):
+                    await asyncio.to_thread(publish, gw, "VideoPublished",
+                                            [published(v, title) for v in ids[start:start + 5]])
+                    await asyncio.sleep(0.1)
+            sending = asyncio.create_task(publishing())
+            deadline = time.monotonic() + 30
+            while await asyncio.to_thread(metric, gw, "lustrax_ws_slow_closes_total") == closes_before:
                 assert time.monotonic() < deadline, "the slow client was not closed"
                 await asyncio.sleep(0.1)
+            # Read what the slow client still has, up to the close frame, before the gateway's close
+            # handshake times out (10 s) and drops the connection instead.
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await asyncio.wait_for(slow.recv(), 10)
             assert closed.value.rcvd is not None
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (3008, "slow")
+            await sending
+            got = await reading
+            assert sorted(f["data"]["video_id"] for f in got) == sorted(ids)
+            assert [f["seq"] for f in got] == sorted({f["seq"] for f in got})
 
     asyncio.run(scenario())
 
