@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # and a PEM file with its RSA private key; locally a key is generated under LUSTRAX_HOME/secrets.
     cloudfront_key_pair_id: str | None = None
     cloudfront_private_key_file: Path | None = None
+    # The distribution in front of the public bucket: a takedown invalidates the video's paths on it
+    # (infra/edge/invalidation.py). None: the local edge, which caches nothing.
+    cloudfront_distribution_id: str | None = Field(default=None, pattern=r"^[A-Z0-9]{1,64}$")
     playback_ttl_s: int = Field(default=4 * 3600, gt=0, le=7 * 24 * 3600)
     # Bind the cookies to the caller's IP (/32): breaks players that change networks mid-session.
     playback_bind_client_ip: bool = False

@@ -31,6 +31,7 @@ from catalog.cases import CaseBook
 from catalog.feed import TRUST_TOPICS, CatalogFeed
 from common.errors import LustraxError
 from common.settings import Settings
+from infra.edge.invalidation import PendingInvalidations, VideoInvalidator, video_invalidator
 from infra.kafka.producer import OutgoingMessage, produce_acknowledged
 from infra.s3.buckets import delete_prefix, read_object, s3_client
 from infra.s3.layout import moderation_record_key, public_prefix
@@ -75,10 +76,13 @@ class _WakingBook:
 
 
 class TakedownAgent:
-    def __init__(self, settings: Settings, clock: Clock, s3: Any | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock, s3: Any | None = None,
+                 invalidator: VideoInvalidator | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.s3 = s3 or s3_client(settings)
+        invalidator = invalidator or video_invalidator(settings)
+        self.invalidations = None if invalidator is None else PendingInvalidations(invalidator)
         self.policy = policy_of(settings)
         self.book = CaseBook()
         self.stopping = threading.Event()
@@ -107,6 +111,8 @@ class TakedownAgent:
         """Perform what is due, one effect at a time (each one's events folded before the next is
         chosen: a strike count is exact); how many were performed. An effect that fails is left for
         the next tick (S3 or the broker away) and the others go on."""
+        if self.invalidations:
+            self.invalidations.retry()
         done, failed = 0, set()
         while done < MAX_EFFECTS_PER_PASS and not self.stopping.is_set():
             effects = [e for e in due(self.book, self.policy, self.clock()) if _key(e) not in failed]
@@ -147,6 +153,11 @@ class TakedownAgent:
             for schema, record in events])
         self.book.apply_all(events)
         log.info("%s: %s", effect.video_id, ", ".join(schema for schema, _ in events))
+        if effect.action == REMOVE and self.invalidations is not None:
+            # After the delete, so that an edge that misses cannot fetch the objects again; after the
+            # events, so that CloudFront's quota never holds a takedown back (a refusal is retried).
+            self.invalidations.add(effect.video_id, _key(effect))
+            self.invalidations.retry()
 
     def _republish(self, video_id: str) -> bool:
         """The moderation publisher's copy staging -> public again; False if it was never approved."""
@@ -164,7 +175,8 @@ def _health_handler(agent: TakedownAgent) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             ready = self.path == "/healthz" and agent.feed.caught_up.is_set()
             body = json.dumps({"status": "ok" if ready else "starting", "cases": len(agent.book),
-                               "performed": agent.performed, "last_error": agent.last_error}).encode()
+                               "performed": agent.performed, "last_error": agent.last_error,
+                               "invalidations_pending": len(agent.invalidations or ())}).encode()
             self.send_response(200 if ready else (404 if self.path != "/healthz" else 503))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import httpx
 import pytest
+from botocore.stub import Stubber
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -24,6 +26,7 @@ from common.process import free_port
 from lustrax import cli
 from common.settings import Settings
 from common.tokens import issue_token
+from infra.edge.invalidation import VideoInvalidator, video_paths
 from infra.edge.server import create_edge_app
 from infra.s3.buckets import list_keys, s3_client
 from infra.s3.layout import ladder_prefix, moderation_record_key, public_prefix, public_url
@@ -39,6 +42,7 @@ from tests.lifecycle import Video
 pytestmark = pytest.mark.integration
 
 PLAYLIST = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n720p/index.m3u8\n"
+DISTRIBUTION_ID = "E2QWRUHEXAMPLE"
 REPORT_BURST = 15  # notices and complaints per IP before 429: the flood test uses them up, last
 HTTP = httpx.Client(timeout=15)  # one client: a new one per request costs an SSL context (~0.1 s)
 
@@ -60,6 +64,7 @@ class Stack:
     edge: str
     clock: MovableClock
     agent: TakedownAgent
+    invalidations: list[dict[str, Any]]  # CreateInvalidation requests, as botocore validated them
     frames: list[dict[str, Any]] = field(default_factory=list)
 
     def advance(self, days: float) -> None:
@@ -83,16 +88,33 @@ def trust(stack: Settings) -> Iterator[Stack]:
         "ws_port": free_port(), "socketio_port": free_port(), "repeat_infringer_strikes": 2,
         "trust_report_burst": REPORT_BURST, "trust_report_rate_per_min": 1.0, "takedown_tick_s": 0.5})
     clock = MovableClock()
-    with served(create_edge_app(settings)) as edge_url:
-        settings = settings.model_copy(update={"cdn_base": edge_url})
-        agent = TakedownAgent(settings, clock)
+    # CloudFront cannot be reached here: its client answers through botocore's Stubber, which checks
+    # each request against the service model; every request is kept for the tests to look at.
+    cloudfront = boto3.client("cloudfront", region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
+                              aws_secret_access_key="secret")
+    invalidations: list[dict[str, Any]] = []
+    cloudfront.meta.events.register("provide-client-params.cloudfront.CreateInvalidation",
+                                    lambda params, **kwargs: invalidations.append(params))
+    stubber = Stubber(cloudfront)
+    for n in range(100):  # more than the module's takedowns
+        stubber.add_response("create_invalidation", {
+            "Location": f"https://cloudfront.amazonaws.com/2020-05-31/distribution/{DISTRIBUTION_ID}/invalidation/I{n}",
+            "Invalidation": {"Id": f"I{n}", "Status": "InProgress", "CreateTime": datetime.now(UTC),
+                             "InvalidationBatch": {"Paths": {"Quantity": 0}, "CallerReference": str(n)}}})
+    with served(create_edge_app(settings)) as edge_url, stubber:
+        settings = settings.model_copy(update={"cdn_base": edge_url, "cloudfront_distribution_id": DISTRIBUTION_ID})
+        agent = TakedownAgent(settings, clock, invalidator=VideoInvalidator(cloudfront, DISTRIBUTION_ID))
         thread = threading.Thread(target=agent.run, daemon=True)
         thread.start()
         with running_service(settings, "gateway", settings.ws_port), served(create_app(settings)) as api_url:
             assert agent.feed.wait_caught_up(30)
-            yield Stack(settings, api_url, edge_url, clock, agent)
+            yield Stack(settings, api_url, edge_url, clock, agent, invalidations)
         agent.stop()
         thread.join(10)
+
+
+def invalidations_of(trust: Stack, video_id: str) -> list[dict[str, Any]]:
+    return [r for r in trust.invalidations if r["InvalidationBatch"]["Paths"]["Items"] == video_paths(video_id)]
 
 
 def listen(trust: Stack, channels: list[str]) -> None:
@@ -172,6 +194,11 @@ def test_notice_takedown_counter_notice_and_restore_after_ten_business_days(trus
     assert video_id not in {item["video_id"] for item in listed}
     assert list_keys(s3_client(trust.settings), trust.settings.s3_public_bucket, public_prefix(video_id, False)) == []
     assert edge_status(trust, video_id) in (403, 404)
+    # ... and CloudFront's edges, which may still cache the objects, told to forget both its paths
+    wait_for("the CloudFront invalidation", lambda: invalidations_of(trust, video_id))
+    [invalidation] = invalidations_of(trust, video_id)
+    assert invalidation["DistributionId"] == DISTRIBUTION_ID
+    assert f"/{public_prefix(video_id, False)}*" in invalidation["InvalidationBatch"]["Paths"]["Items"]
     assert list_keys(s3_client(trust.settings), trust.settings.s3_staging_bucket, ladder_prefix(video_id))  # kept
     wait_for("video_removed on feed and video:{id}",
              lambda: removed_frames(trust, video_id) == {"feed", f"video:{video_id}"})
@@ -276,6 +303,7 @@ def test_a_depicted_person_complaint_hides_at_once_and_the_queue_decides(
     complaint_id = answer.json()["complaint_id"]
     wait_for("hidden at once", lambda: state_of(trust, video_id) == "taken_down")
     assert edge_status(trust, video_id) in (403, 404)
+    wait_for("the CloudFront invalidation", lambda: invalidations_of(trust, video_id))
     other = HTTP.post(f"{trust.api}/v1/complaints", json={"video_id": video_id, "reason": "spam", "contact": "x@y.z"})
     assert other.status_code == 201 and other.json()["hidden"] is False
 
