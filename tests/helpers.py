@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import uvicorn
+from botocore.stub import Stubber
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.process import free_port, stop_process_groups, tail
@@ -216,3 +218,18 @@ def age_token(settings: Any, method: str = "self_declaration", jurisdiction: str
 def age_headers(settings: Any, **headers: str) -> dict[str, str]:
     """`headers` plus the X-Age-Token header of a fresh age token."""
     return {**headers, "X-Age-Token": age_token(settings)}
+
+
+def aws_client(service: str, region: str = "us-east-1") -> Any:
+    """A real boto3 client for an AWS service the tests cannot reach (answered through a Stubber)."""
+    return boto3.client(service, region_name=region, aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+
+
+@contextmanager
+def stubbed(service: str, region: str = "us-east-1") -> Iterator[tuple[Any, Stubber]]:
+    """The client and its Stubber, which checks each request against the service model; every
+    queued answer must have been asked for."""
+    client = aws_client(service, region)
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from botocore.stub import Stubber
@@ -35,7 +34,7 @@ from processors.moderation.publish import publish_ladder
 from processors.takedown.agent import TakedownAgent
 from producers.app import create_app
 from schemas.envelope import new_record
-from tests.helpers import age_headers, age_token, running_service, served, wait_until as wait_for
+from tests.helpers import age_headers, age_token, aws_client, running_service, served, wait_until as wait_for
 from tests.integration.test_catalog_api import produce
 from tests.lifecycle import Video
 
@@ -90,8 +89,7 @@ def trust(stack: Settings) -> Iterator[Stack]:
     clock = MovableClock()
     # CloudFront cannot be reached here: its client answers through botocore's Stubber, which checks
     # each request against the service model; every request is kept for the tests to look at.
-    cloudfront = boto3.client("cloudfront", region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
-                              aws_secret_access_key="secret")
+    cloudfront = aws_client("cloudfront")
     invalidations: list[dict[str, Any]] = []
     cloudfront.meta.events.register("provide-client-params.cloudfront.CreateInvalidation",
                                     lambda params, **kwargs: invalidations.append(params))

@@ -8,16 +8,21 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from common.errors import ConfigError
 from common.settings import load_settings
-from infra.edge.invalidation import (PendingInvalidations, VideoInvalidator, invalidation_batch, video_invalidator,
-                                     video_paths)
+from infra.edge.invalidation import (
+    PendingInvalidations,
+    VideoInvalidator,
+    invalidation_batch,
+    video_invalidator,
+    video_paths,
+)
 from infra.s3.layout import public_url
+from tests.helpers import stubbed
 
 VIDEO_ID = "abcdefghijklmnopqrstuvwx"
 DISTRIBUTION = "E2QWRUHEXAMPLE"
@@ -25,11 +30,8 @@ DISTRIBUTION = "E2QWRUHEXAMPLE"
 
 @pytest.fixture
 def client() -> Iterator[tuple[Any, Stubber]]:
-    cloudfront = boto3.client("cloudfront", region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
-                              aws_secret_access_key="secret")
-    with Stubber(cloudfront) as stubber:
-        yield cloudfront, stubber
-        stubber.assert_no_pending_responses()
+    with stubbed("cloudfront") as answered:
+        yield answered
 
 
 def _created(invalidation_id: str, reference: str) -> dict[str, Any]:

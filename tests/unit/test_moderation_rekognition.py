@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.stub import Stubber
 
@@ -20,6 +19,7 @@ from processors.moderation.backends.rekognition import RekognitionBackend
 from processors.moderation.moderate import evidence_of
 from processors.moderation.policy import decide, load_policy
 from processors.transcode.ffmpeg.binary import ffmpeg_binary
+from tests.helpers import stubbed
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,8 @@ def frame(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def client() -> Iterator[tuple[Any, Stubber]]:
-    rekognition = boto3.client("rekognition", region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
-                               aws_secret_access_key="secret")
-    with Stubber(rekognition) as stubber:
-        yield rekognition, stubber
-        stubber.assert_no_pending_responses()
+    with stubbed("rekognition", "eu-west-1") as answered:
+        yield answered
 
 
 def _labels(*labels: tuple[str, str, int, float]) -> dict[str, Any]:
