@@ -53,7 +53,7 @@ EXPIRE_EVERY_ROUNDS = 40  # the history is trimmed by age every 10 s
 SLOW_CLOSE_CODE, SLOW_CLOSE_REASON = 3008, "slow"
 # A burst (a loop that fell behind delivers what piled up in one write) may pass the bound for a
 # moment on a healthy client; past this many times the bound, memory comes first.
-SLOW_HARD_FACTOR = 8
+SLOW_HARD_FACTOR = 2
 
 
 def raise_open_file_limit() -> int:

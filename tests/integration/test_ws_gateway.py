@@ -39,7 +39,7 @@ def gateway(stack: Settings, **overrides: Any) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def gw(stack: Settings) -> Iterator[Settings]:
-    with gateway(stack, ws_client_buffer_bytes=256 * 1024) as settings:
+    with gateway(stack) as settings:
         yield settings
 
 
@@ -233,7 +233,7 @@ def test_adult_channels_need_an_age_token_at_the_handshake(gw: Settings) -> None
 
 def test_a_client_that_stops_reading_does_not_delay_the_others_and_is_closed_slow(gw: Settings) -> None:
     ids = new_ids(150)
-    title = "x" * 60_000  # 150 frames of 60 KB: more than the socket buffers and the 256 KiB bound
+    title = "x" * 60_000  # 150 frames of 60 KB: more than the socket buffers and twice the 1 MiB bound
 
     async def scenario() -> None:
         # A small receive buffer (no autotuning) on the slow client, so that the kernel cannot
