@@ -1,19 +1,24 @@
 """WebSocket gateway benchmark: the gateway against a bare websockets broadcast loop, same run.
 
     .venv/bin/python -m bench.ws [--connections 1000] [--big 10000] [--seconds 10]
-                                 [--phases latency,saturation,big] [--saturating-rate 300]
+                                 [--phases latency,saturation,big] [--saturating-rate 1000]
+                                 [--saturating-connections 1000] [--client go|python]
 
-Every phase runs the server in its own process(es) and the load clients (bench/ws_load.py, two
-processes sharing the connections) in others, on a fresh local Kafka; frames are about 300 bytes.
+Every phase runs the server in its own process(es) and the load client in another, on a fresh
+local Kafka; frames are about 300 bytes. The load client is bench/ws_load_go (Go: one process,
+both cores, about a tenth of the Python client's CPU per frame; built with `go build` into
+.venv/bin/lustrax-ws-load when missing or older than its source, so bench.ws needs Go), or with
+--client python bench/ws_load.py's (two processes sharing the connections). Both speak the same
+protocol to this script; the bare loop and the gateway are measured with the same client.
 The gateway's messages are VideoPublished events produced to Kafka at the offered rate; its
 latency is Kafka publish (the record timestamp, which seq encodes) to client receive, next to a
 plain consumer's publish-to-receive on the same topic (the Kafka part of that path); the bare
 loop's is behind its own schedule. Each phase measures from when every client is connected.
 1. latency: --connections clients at 30 msg/s, which both servers deliver in full: latency, and
    deliveries per CPU second of the server (its capacity on one core).
-2. saturation: --connections clients at --saturating-rate msg/s, more than one server process
-   delivers: deliveries/s received, for the bare loop, the gateway and the gateway with two
-   processes (SO_REUSEPORT).
+2. saturation: --saturating-connections clients at --saturating-rate msg/s, more than one
+   server process delivers: deliveries/s received, for the bare loop, the gateway and the gateway
+   with two processes (SO_REUSEPORT), with the CPU of each server process.
 3. big: --big clients at 10 msg/s, the bare loop and the gateway: deliveries/s, latency, the most
    connections held and the memory per connection (RSS growth of the server / connections).
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,9 +57,32 @@ from schemas.topics import TOPIC_BY_SCHEMA
 THROUGHPUT_RATE = 30.0
 # Offered load of the saturation phase: more than one server process delivers, so that the
 # deliveries/s received are its throughput.
-SATURATING_RATE = 300.0
-# Load client processes (the connections split among them), so that the client is not the limit.
+SATURATING_RATE = 1000.0
+# Load client processes of the Python client (the connections split among them), so that the
+# client is not the limit; the Go client is one process on every core.
 LOAD_PROCESSES = 2
+ROOT = Path(__file__).resolve().parents[1]
+GO_CLIENT_SOURCE = ROOT / "bench" / "ws_load_go"
+GO_CLIENT = ROOT / ".venv" / "bin" / "lustrax-ws-load"  # git-ignored with .venv/
+
+
+def go_load_client() -> Path:
+    """The Go load client, built when it is missing or older than its source."""
+    sources = [*GO_CLIENT_SOURCE.glob("*.go"), GO_CLIENT_SOURCE / "go.mod", GO_CLIENT_SOURCE / "go.sum"]
+    if GO_CLIENT.exists() and GO_CLIENT.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        return GO_CLIENT
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        raise SystemExit("bench.ws needs Go (1.26 or newer) to build its load client bench/ws_load_go: install it "
+                         "from https://go.dev/dl/ into /usr/local/go (or put `go` on PATH), or run with "
+                         "--client python (the slower Python client, which limits the saturation phase)")
+    print(f"building {GO_CLIENT} with {go} ...", file=sys.stderr)
+    subprocess.run([go, "build", "-o", str(GO_CLIENT), "."], cwd=GO_CLIENT_SOURCE, check=True)
+    return GO_CLIENT
+
+
+def _client_argv(client: str, impl: str) -> list[str]:
+    return [str(go_load_client()), "--impl", impl] if client == "go" else [sys.executable, "-m", "bench.ws_load", "client"]
 
 
 def _rss_kib(pid: int) -> int:
@@ -80,14 +109,19 @@ def _family(pid: int) -> list[int]:
 
 
 def _cpu_s(pids: list[int]) -> float:
-    total = 0
+    return sum(_cpu_each(pids))
+
+
+def _cpu_each(pids: list[int]) -> list[float]:
+    """CPU seconds (user + system) of each process."""
+    each = []
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            each.append((int(fields[11]) + int(fields[12])) / 100)
         except FileNotFoundError:
-            pass
-    return total / 100
+            each.append(0.0)
+    return each
 
 
 def age_token(settings: Settings) -> str:
@@ -204,7 +238,13 @@ def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def phase(settings: Settings, kind: str, connections: int, rate: float, seconds: float, processes: int = 1,
-          load_processes: int = LOAD_PROCESSES) -> dict[str, Any]:
+          load_processes: int | None = None, client: str = "python", impl: str = "raw") -> dict[str, Any]:
+    """One server (the bare loop or the gateway with `processes` processes) under `connections`
+    clients of the `client` load client ("go": bench/ws_load_go with --impl `impl`; "python":
+    bench/ws_load.py) offered `rate` msg/s."""
+    if load_processes is None:
+        load_processes = 1 if client == "go" else LOAD_PROCESSES
+    argv = _client_argv(client, impl)
     with _server(settings, kind, processes, rate, connections) as (url, pids):
         idle_kib = sum(_rss_kib(p) for p in pids)
         peak = [idle_kib]
@@ -221,44 +261,47 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
         shares = [connections // load_processes + (i < connections % load_processes) for i in range(load_processes)]
         results = [settings.logs_dir / f"bench-ws-client-{i}.json" for i in range(load_processes)]
         clients = [subprocess.Popen(
-            [sys.executable, "-m", "bench.ws_load", "client", "--url", url, "--connections", str(share),
+            [*argv, "--url", url, "--connections", str(share),
              "--seconds", str(seconds), "--subscribe", "feed" if kind == "gateway" else "", "--wait-go",
              "--result", str(path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for share, path in zip(shares, results)]
-        for client in clients:  # every client connected: then the traffic and the window start together
-            assert client.stdout is not None
-            for line in client.stdout:
+        for load in clients:  # every client connected: then the traffic and the window start together
+            assert load.stdout is not None
+            for line in load.stdout:
                 if line.startswith("connected"):
                     break
         if kind == "gateway":
             producer.start()  # the bare server waits for all its clients too
             threads.append(producer)
-        for client in clients:
-            assert client.stdin is not None
-            client.stdin.write("go\n")
-            client.stdin.flush()
-        cpu0, t0, cpu, elapsed = 0.0, 0.0, 0.0, 1.0
-        for i, client in enumerate(clients):
-            assert client.stdout is not None
-            for line in client.stdout:
+        for load in clients:
+            assert load.stdin is not None
+            load.stdin.write("go\n")
+            load.stdin.flush()
+        cpu0, cpu_each, t0, elapsed = [0.0] * len(pids), [0.0] * len(pids), 0.0, 1.0
+        for i, load in enumerate(clients):
+            assert load.stdout is not None
+            for line in load.stdout:
                 if line.startswith("measure-start") and i == 0:
-                    cpu0, t0 = _cpu_s(pids), time.monotonic()
+                    cpu0, t0 = _cpu_each(pids), time.monotonic()
                     window.set()
                 elif line.startswith("measure-end") and i == 0:
-                    cpu, elapsed = _cpu_s(pids) - cpu0, time.monotonic() - t0
+                    cpu_each, elapsed = [b - a for a, b in zip(cpu0, _cpu_each(pids))], time.monotonic() - t0
                     window.clear()
-            client.wait(60)
+            load.wait(60)
         stop.set()
         for thread in threads:
             thread.join(15)
-    for client in clients:
-        if client.returncode != 0:
-            raise RuntimeError(f"load client failed: {client.stderr.read()[-2000:] if client.stderr else ''}")
+    for load in clients:
+        if load.returncode != 0:
+            raise RuntimeError(f"load client failed: {load.stderr.read()[-2000:] if load.stderr else ''}")
+    cpu = sum(cpu_each)
     result = _merge([json.loads(path.read_text()) for path in results])
     delivered = result["frames"]
-    result.update(kind=kind, processes=processes, offered_rate=rate, clients=connections,
+    result.update(kind=kind, processes=processes, offered_rate=rate, clients=connections, load_client=client,
                   load_processes=load_processes, server_cpu_pct=round(100 * cpu / elapsed),
+                  # the supervisor first when there are several: it only waits
+                  server_cpu_pct_each=[round(100 * c / elapsed) for c in cpu_each],
                   # capacity of one core: deliveries per CPU second of the server
                   deliveries_per_cpu_s=round(delivered / cpu) if cpu else None,
                   server_rss_mib=round(max(peak) / 1024, 1),
@@ -279,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--saturating-rate", type=float, default=SATURATING_RATE)
+    parser.add_argument("--saturating-connections", type=int, default=1000)
+    parser.add_argument("--client", choices=("go", "python"), default="go",
+                        help="the load client: bench/ws_load_go (needs Go) or bench/ws_load.py")
+    parser.add_argument("--client-impl", choices=("raw", "gorilla"), default="raw",
+                        help="the Go client's reader: frame headers parsed over a bufio.Reader, or gorilla/websocket")
     parser.add_argument("--phases", default="latency,saturation,big",
                         help="a comma-separated subset of latency, saturation, big")
     args = parser.parse_args(argv)
@@ -289,15 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}",
                              kafka_controller_port=free_port(), s3_endpoint=f"http://127.0.0.1:{free_port()}",
                              edge_port=free_port(), socketio_port=free_port())
+    n, s, big = args.connections, args.seconds, args.big
+    if args.client == "go":
+        go_load_client()  # before the stack: a missing Go stops the run at once
     stack = LocalStack(settings, with_services=False)
     print(f"starting a local stack under {home} ...", file=sys.stderr)
     stack.start()
-    n, s, big = args.connections, args.seconds, args.big
+
+    def run(kind: str, connections: int, rate: float, processes: int = 1) -> dict[str, Any]:
+        return phase(settings, kind, connections, rate, s, processes, client=args.client, impl=args.client_impl)
+
     summary: dict[str, Any] = {}
     try:
         if "latency" in phases:
-            bare = phase(settings, "bare", n, THROUGHPUT_RATE, s)
-            one = phase(settings, "gateway", n, THROUGHPUT_RATE, s)
+            bare = run("bare", n, THROUGHPUT_RATE)
+            one = run("gateway", n, THROUGHPUT_RATE)
             summary.update({
                 f"bare_p99_ms_at_{n}": bare["latency_ms"]["p99"], f"gateway_p99_ms_at_{n}": one["latency_ms"]["p99"],
                 f"kafka_only_p99_ms_at_{n}": one["kafka_latency_ms"]["p99"],
@@ -305,21 +359,27 @@ def main(argv: list[str] | None = None) -> int:
                 "gateway_deliveries_per_cpu_s": one["deliveries_per_cpu_s"],
                 "gateway_vs_bare_per_cpu_pct": _pct(one["deliveries_per_cpu_s"], bare["deliveries_per_cpu_s"])})
         if "saturation" in phases:
-            rate = args.saturating_rate
-            bare = phase(settings, "bare", n, rate, s)
-            one = phase(settings, "gateway", n, rate, s)
-            two = phase(settings, "gateway", n, rate, s, processes=2)
+            rate, m = args.saturating_rate, args.saturating_connections
+            bare = run("bare", m, rate)
+            one = run("gateway", m, rate)
+            two = run("gateway", m, rate, processes=2)
             summary.update({
-                "saturated_offered_per_s": round(n * rate),
+                "saturated_clients": m, "saturated_offered_per_s": round(m * rate),
                 "saturated_bare_deliveries_per_s": bare["deliveries_per_s"],
                 "saturated_gateway_deliveries_per_s": one["deliveries_per_s"],
                 "saturated_gateway_vs_bare_pct": _pct(one["deliveries_per_s"], bare["deliveries_per_s"]),
                 "saturated_two_processes_deliveries_per_s": two["deliveries_per_s"],
                 "saturated_two_vs_one_pct": _pct(two["deliveries_per_s"], one["deliveries_per_s"]),
-                "saturated_held": [bare["held"], one["held"], two["held"]]})
+                "saturated_held": [bare["held"], one["held"], two["held"]],
+                # % of a core per server process (two: the busiest two, not their supervisor)
+                "saturated_server_cpu_pct_each": {"bare": bare["server_cpu_pct_each"],
+                                                  "one": one["server_cpu_pct_each"],
+                                                  "two": sorted(two["server_cpu_pct_each"][1:])[-2:]},
+                "saturated_client_cpu_pct": [bare["client_cpu_pct"], one["client_cpu_pct"], two["client_cpu_pct"]],
+                "saturated_p99_ms": [bare["latency_ms"]["p99"], one["latency_ms"]["p99"], two["latency_ms"]["p99"]]})
         if "big" in phases:
-            big_bare = phase(settings, "bare", big, 10, s)
-            big_gw = phase(settings, "gateway", big, 10, s)
+            big_bare = run("bare", big, 10)
+            big_gw = run("gateway", big, 10)
             summary.update({
                 f"bare_p99_ms_at_{big}": big_bare["latency_ms"]["p99"],
                 f"gateway_p99_ms_at_{big}": big_gw["latency_ms"]["p99"],
@@ -332,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                 "big_server_cpu_pct": [big_bare["server_cpu_pct"], big_gw["server_cpu_pct"]]})
     finally:
         stack.stop()
+    summary["load_client"] = args.client if args.client == "python" else f"go ({args.client_impl})"
     print(json.dumps({"summary": summary}, indent=1))
     return 0
 

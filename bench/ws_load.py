@@ -32,7 +32,7 @@ SAMPLE_EVERY = 20
 
 
 def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -100,7 +100,7 @@ class LeanClient(asyncio.Protocol):
                     stats.frames += 1
                     if self.sample:
                         body = json.loads(bytes(buf[pos + head:pos + head + length]))
-                        sent_ms = body["seq"] / SEQ_PER_MS if "seq" in body and body["seq"] else body.get("t")
+                        sent_ms = body["seq"] / SEQ_PER_MS if body.get("seq") else body.get("t")
                         if sent_ms and body.get("type") != "subscribed":
                             stats.latencies.append(time.time() * 1000 - sent_ms)
             elif opcode == 9:
