@@ -2,14 +2,16 @@
 
     .venv/bin/python -m bench.ws [--connections 1000] [--big 10000] [--seconds 10]
                                  [--phases latency,saturation,big] [--saturating-rate 1000]
-                                 [--saturating-connections 1000] [--client go|python]
+                                 [--saturating-connections 2000] [--client go|python]
+                                 [--client-impl raw|gorilla]
 
 Every phase runs the server in its own process(es) and the load client in another, on a fresh
-local Kafka; frames are about 300 bytes. The load client is bench/ws_load_go (Go: one process,
-both cores, about a tenth of the Python client's CPU per frame; built with `go build` into
-.venv/bin/lustrax-ws-load when missing or older than its source, so bench.ws needs Go), or with
---client python bench/ws_load.py's (two processes sharing the connections). Both speak the same
-protocol to this script; the bare loop and the gateway are measured with the same client.
+local Kafka; frames are about 300 bytes. The load client is bench/ws_load_go (Go: one process on
+every core, a goroutine per connection; measured at about a third of the Python client's CPU per
+frame when frames come one per read, a tenth when the gateway batches them; built with `go build`
+into .venv/bin/lustrax-ws-load when missing or older than its source, so bench.ws needs Go), or
+with --client python bench/ws_load.py's (two processes sharing the connections). Both speak the
+same protocol to this script; the bare loop and the gateway are measured with the same client.
 The gateway's messages are VideoPublished events produced to Kafka at the offered rate; its
 latency is Kafka publish (the record timestamp, which seq encodes) to client receive, next to a
 plain consumer's publish-to-receive on the same topic (the Kafka part of that path); the bare
@@ -58,6 +60,7 @@ THROUGHPUT_RATE = 30.0
 # Offered load of the saturation phase: more than one server process delivers, so that the
 # deliveries/s received are its throughput.
 SATURATING_RATE = 1000.0
+SATURATING_CONNECTIONS = 2000
 # Load client processes of the Python client (the connections split among them), so that the
 # client is not the limit; the Go client is one process on every core.
 LOAD_PROCESSES = 2
@@ -73,7 +76,7 @@ def go_load_client() -> Path:
         return GO_CLIENT
     go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
     if go is None:
-        raise SystemExit("bench.ws needs Go (1.26 or newer) to build its load client bench/ws_load_go: install it "
+        raise SystemExit("bench.ws needs Go (1.24 or newer) to build its load client bench/ws_load_go: install it "
                          "from https://go.dev/dl/ into /usr/local/go (or put `go` on PATH), or run with "
                          "--client python (the slower Python client, which limits the saturation phase)")
     print(f"building {GO_CLIENT} with {go} ...", file=sys.stderr)
@@ -177,7 +180,8 @@ def _server(settings: Settings, kind: str, processes: int, rate: float, clients:
             proc.wait(10)
 
 
-def _produce(settings: Settings, rate: float, stop: threading.Event) -> None:
+def _produce(settings: Settings, rate: float, stop: threading.Event, produced: list[int] | None = None) -> None:
+    """VideoPublished events at `rate` per second until `stop`; `produced[0]` counts them."""
     topic = TOPIC_BY_SCHEMA["VideoPublished"].name
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 1})
     interval, due, n = 1 / rate, time.time(), 0
@@ -195,6 +199,8 @@ def _produce(settings: Settings, rate: float, stop: threading.Event) -> None:
         producer.produce(topic, encode("VideoPublished", record), video_id.encode())
         producer.poll(0)
         n += 1
+        if produced is not None:
+            produced[0] = n
     producer.flush(10)
 
 
@@ -251,7 +257,8 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
         stop = threading.Event()
         threads = [threading.Thread(target=lambda: [peak.append(sum(_rss_kib(p) for p in pids))
                                                     for _ in iter(lambda: stop.wait(0.5), True)], daemon=True)]
-        producer = threading.Thread(target=_produce, args=(settings, rate, stop), daemon=True)
+        produced = [0]
+        producer = threading.Thread(target=_produce, args=(settings, rate, stop, produced), daemon=True)
         window, kafka_lat = threading.Event(), list[float]()
         if kind == "gateway":
             threads.append(threading.Thread(target=_kafka_latency, args=(settings, window, stop, kafka_lat),
@@ -278,15 +285,16 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
             assert load.stdin is not None
             load.stdin.write("go\n")
             load.stdin.flush()
-        cpu0, cpu_each, t0, elapsed = [0.0] * len(pids), [0.0] * len(pids), 0.0, 1.0
+        cpu0, cpu_each, t0, elapsed, sent = [0.0] * len(pids), [0.0] * len(pids), 0.0, 1.0, 0
         for i, load in enumerate(clients):
             assert load.stdout is not None
             for line in load.stdout:
                 if line.startswith("measure-start") and i == 0:
-                    cpu0, t0 = _cpu_each(pids), time.monotonic()
+                    cpu0, t0, sent = _cpu_each(pids), time.monotonic(), produced[0]
                     window.set()
                 elif line.startswith("measure-end") and i == 0:
                     cpu_each, elapsed = [b - a for a, b in zip(cpu0, _cpu_each(pids))], time.monotonic() - t0
+                    sent = produced[0] - sent
                     window.clear()
             load.wait(60)
         stop.set()
@@ -302,12 +310,15 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
                   load_processes=load_processes, server_cpu_pct=round(100 * cpu / elapsed),
                   # the supervisor first when there are several: it only waits
                   server_cpu_pct_each=[round(100 * c / elapsed) for c in cpu_each],
-                  # capacity of one core: deliveries per CPU second of the server
+                  # capacity of one core: deliveries per CPU second of the server, and of the load client
                   deliveries_per_cpu_s=round(delivered / cpu) if cpu else None,
+                  client_deliveries_per_cpu_s=round(100 * result["deliveries_per_s"] / max(1, sum(result["client_cpu_pct"]))),
                   server_rss_mib=round(max(peak) / 1024, 1),
                   kib_per_connection=round((max(peak) - idle_kib) / max(1, result["held"]), 1))
     if kind == "gateway":
         result["kafka_latency_ms"] = _percentiles(kafka_lat)
+        # what the producer kept up with in the window: the offered deliveries/s are this times the clients
+        result["produced_per_s"] = round(sent / elapsed)
     print(json.dumps(result), flush=True)
     return result
 
@@ -322,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--saturating-rate", type=float, default=SATURATING_RATE)
-    parser.add_argument("--saturating-connections", type=int, default=1000)
+    parser.add_argument("--saturating-connections", type=int, default=SATURATING_CONNECTIONS)
     parser.add_argument("--client", choices=("go", "python"), default="go",
                         help="the load client: bench/ws_load_go (needs Go) or bench/ws_load.py")
     parser.add_argument("--client-impl", choices=("raw", "gorilla"), default="raw",
@@ -365,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             two = run("gateway", m, rate, processes=2)
             summary.update({
                 "saturated_clients": m, "saturated_offered_per_s": round(m * rate),
+                # deliveries/s offered as produced in the window (the producer may fall short of the rate)
+                "saturated_produced_offered_per_s": [m * one["produced_per_s"], m * two["produced_per_s"]],
                 "saturated_bare_deliveries_per_s": bare["deliveries_per_s"],
                 "saturated_gateway_deliveries_per_s": one["deliveries_per_s"],
                 "saturated_gateway_vs_bare_pct": _pct(one["deliveries_per_s"], bare["deliveries_per_s"]),
@@ -376,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
                                                   "one": one["server_cpu_pct_each"],
                                                   "two": sorted(two["server_cpu_pct_each"][1:])[-2:]},
                 "saturated_client_cpu_pct": [bare["client_cpu_pct"], one["client_cpu_pct"], two["client_cpu_pct"]],
+                # per CPU second: the gateway's processes together vs the load client (2 cores hold both)
+                "saturated_deliveries_per_cpu_s": {"one": one["deliveries_per_cpu_s"], "two": two["deliveries_per_cpu_s"],
+                                                   "client_at_one": one["client_deliveries_per_cpu_s"],
+                                                   "client_at_two": two["client_deliveries_per_cpu_s"]},
                 "saturated_p99_ms": [bare["latency_ms"]["p99"], one["latency_ms"]["p99"], two["latency_ms"]["p99"]]})
         if "big" in phases:
             big_bare = run("bare", big, 10)
