@@ -1,4 +1,6 @@
-"""The load side of bench/ws.py (its own processes): a lean WebSocket client and the bare baseline.
+"""The load side of bench/ws.py (its own processes): the bare baseline server, and the Python load
+client of `bench.ws --client python` and bench/socketio.py (bench.ws's default client is the Go
+one of bench/ws_load_go, which speaks the same protocol to bench/ws.py at less CPU per frame).
 
     python -m bench.ws_load client --url ws://127.0.0.1:8765/v1/ws --connections N --seconds T
     python -m bench.ws_load bare --port P --rate R --size 300

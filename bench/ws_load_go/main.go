@@ -15,7 +15,11 @@
 //
 // --impl raw (the default) parses the frame headers over a bufio.Reader and skips the payloads of
 // frames it does not sample; --impl gorilla reads with gorilla/websocket's NextReader, which
-// skips unread payloads the same way. bench/ws.py --client-impl compares their CPU per frame.
+// skips unread payloads the same way (bench/ws.py --client-impl). Client CPU per frame, 1,000
+// connections of a test server on this 2-core machine (loaded, so roughly): 50-frame batches raw
+// 0.48-0.51 us, gorilla 0.72-0.77 us; one frame per read both 6-9 us (the kernel's read and ACK
+// dominate). An epoll loop over raw sockets instead of a goroutine per connection cost more
+// (1.85 vs 1.07 us at 10-frame batches) and was dropped.
 package main
 
 import (
