@@ -7,11 +7,12 @@
 
 Every phase runs the server in its own process(es) and the load client in another, on a fresh
 local Kafka; frames are about 300 bytes. The load client is bench/ws_load_go (Go: one process on
-every core, a goroutine per connection; measured at about a third of the Python client's CPU per
-frame when frames come one per read, a tenth when the gateway batches them; built with `go build`
-into .venv/bin/lustrax-ws-load when missing or older than its source, so bench.ws needs Go), or
-with --client python bench/ws_load.py's (two processes sharing the connections). Both speak the
-same protocol to this script; the bare loop and the gateway are measured with the same client.
+every core, a goroutine per connection; measured at 0.6 to 1 times the Python client's CPU per
+frame when frames come one per read, where the kernel's read dominates, and a tenth when the
+gateway batches them; built with `go build` into .venv/bin/lustrax-ws-load when missing or older
+than its source, so bench.ws needs Go), or with --client python bench/ws_load.py's (two processes
+sharing the connections). Both speak the same protocol to this script; the bare loop and the
+gateway are measured with the same client.
 The gateway's messages are VideoPublished events produced to Kafka at the offered rate; its
 latency is Kafka publish (the record timestamp, which seq encodes) to client receive, next to a
 plain consumer's publish-to-receive on the same topic (the Kafka part of that path); the bare
