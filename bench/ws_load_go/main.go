@@ -55,6 +55,30 @@ const (
 
 var measuring atomic.Bool
 
+// dialer opens every connection (main sets it with newDialer).
+var dialer net.Dialer
+
+// newDialer fixes each socket's receive buffer (SO_RCVBUF, set before connecting so that the
+// window scale fits it; 0 leaves the kernel's autotuning): with tcp_rmem's max of 32 MiB, a
+// client behind would otherwise let a backlog of many MiB per connection pile up in the kernel,
+// push TCP into memory pressure (pruned and dropped segments) and measure that instead of the
+// server; bounded, a backlog stays in the server, whose slow-client bound applies.
+func newDialer(rcvbuf int) net.Dialer {
+	d := net.Dialer{Timeout: 30 * time.Second}
+	if rcvbuf > 0 {
+		d.Control = func(_, _ string, c syscall.RawConn) error {
+			var err error
+			if cerr := c.Control(func(fd uintptr) {
+				err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+			}); cerr != nil {
+				return cerr
+			}
+			return err
+		}
+	}
+	return d
+}
+
 type client struct {
 	sample    bool
 	frames    atomic.Int64
@@ -127,7 +151,7 @@ func upgradeRequest(u *url.URL) string {
 
 // dialRaw opens one connection and returns it with its reader, positioned after the response headers.
 func dialRaw(u *url.URL, bufSize int, subscribe []byte) (net.Conn, *bufio.Reader, error) {
-	nc, err := net.DialTimeout("tcp", u.Host, 30*time.Second)
+	nc, err := dialer.Dial("tcp", u.Host)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -240,7 +264,8 @@ func (c *client) readRaw(nc net.Conn, br *bufio.Reader) error {
 }
 
 func dialGorilla(rawURL string, bufSize int, subscribe []byte) (*websocket.Conn, error) {
-	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: bufSize, WriteBufferSize: 256}
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: bufSize, WriteBufferSize: 256,
+		NetDial: dialer.Dial}
 	ws, _, err := d.Dial(rawURL, nil)
 	if err != nil {
 		return nil, err
@@ -431,6 +456,7 @@ func main() {
 	resultPath := flag.String("result", "", "write the JSON result to this file instead of stdout")
 	impl := flag.String("impl", "raw", "raw (frame headers parsed over a bufio.Reader) or gorilla (gorilla/websocket)")
 	bufSize := flag.Int("read-buffer", 0, "read buffer per connection in bytes (0: 64 KiB up to 2,000 connections, else 16 KiB)")
+	rcvbuf := flag.Int("rcvbuf", 256<<10, "SO_RCVBUF per connection in bytes (0: the kernel's autotuning)")
 	flag.Parse()
 	u, err := url.Parse(*rawURL)
 	if err != nil || u.Scheme != "ws" || u.Host == "" {
@@ -447,6 +473,7 @@ func main() {
 			*bufSize = 16 << 10
 		}
 	}
+	dialer = newDialer(*rcvbuf)
 	var sub []byte
 	if *subscribe != "" {
 		sub, _ = json.Marshal(map[string]any{"op": "subscribe", "channels": []string{*subscribe}})
