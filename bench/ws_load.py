@@ -1,4 +1,6 @@
-"""The load side of bench/ws.py (its own processes): a lean WebSocket client and the bare baseline.
+"""The load side of bench/ws.py (its own processes): the bare baseline server, and the Python load
+client of `bench.ws --client python` and bench/socketio.py (bench.ws's default client is the Go
+one of bench/ws_load_go, which speaks the same protocol to bench/ws.py at less CPU per frame).
 
     python -m bench.ws_load client --url ws://127.0.0.1:8765/v1/ws --connections N --seconds T
     python -m bench.ws_load bare --port P --rate R --size 300
@@ -32,7 +34,7 @@ SAMPLE_EVERY = 20
 
 
 def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -100,7 +102,7 @@ class LeanClient(asyncio.Protocol):
                     stats.frames += 1
                     if self.sample:
                         body = json.loads(bytes(buf[pos + head:pos + head + length]))
-                        sent_ms = body["seq"] / SEQ_PER_MS if "seq" in body and body["seq"] else body.get("t")
+                        sent_ms = body["seq"] / SEQ_PER_MS if body.get("seq") else body.get("t")
                         if sent_ms and body.get("type") != "subscribed":
                             stats.latencies.append(time.time() * 1000 - sent_ms)
             elif opcode == 9:
