@@ -213,6 +213,22 @@ def _contribution(session: list[Any]) -> tuple[int, int]:
     return int(position * 10 >= duration * 9), min(NANO, position * NANO // duration)
 
 
+def _snapshot(pair: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a (video, viewer) entry that later events leave alone. A checkpoint is written
+    after awaits, while events go on: written live, an entry would carry an event whose bucket
+    counts are not in the checkpoint, and that event, replayed after a rebalance or a crash, would
+    be a duplicate of itself and never counted (issue 13's lost records)."""
+    copy: dict[str, Any] = {"s": {session_id: [last, position, duration, list(views)]
+                                  for session_id, (last, position, duration, views) in pair["s"].items()},
+                            "t": [list(entry) for entry in pair["t"]]}
+    if "l" in pair:
+        prior, floor, actions = pair["l"]
+        copy["l"] = [prior, floor, [list(action) for action in actions]]
+    if "k" in pair:
+        copy["k"] = list(pair["k"])
+    return copy
+
+
 def _like_changes(prior: bool | None, actions: list[list[int]]) -> list[tuple[int, int]]:
     """(at, +1 | -1) for each action that changes the user's like state; the first action known of
     a user is a change (an unlike takes back a like older than the state remembers)."""
@@ -529,7 +545,7 @@ class HeatProcessor:
             pair = self._pairs[key]
             data = pair.data
             empty = not (data["s"] or data["t"] or "l" in data or "k" in data)
-            write(pair.partition, key, None if empty else data)
+            write(pair.partition, key, None if empty else _snapshot(data))
         self._dirty_videos.clear()
         self._dirty_pairs.clear()
         self._last_checkpoint_s = now_s
