@@ -213,11 +213,8 @@ def _contribution(session: list[Any]) -> tuple[int, int]:
     return int(position * 10 >= duration * 9), min(NANO, position * NANO // duration)
 
 
-def _snapshot(pair: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a (video, viewer) entry that later events leave alone. A checkpoint is written
-    after awaits, while events go on: written live, an entry would carry an event whose bucket
-    counts are not in the checkpoint, and that event, replayed after a rebalance or a crash, would
-    be a duplicate of itself and never counted (issue 13's lost records)."""
+def _copy_pair(pair: dict[str, Any]) -> dict[str, Any]:
+    """A (video, viewer) entry's own copy: nothing it shares with `pair` changes with it."""
     copy: dict[str, Any] = {"s": {session_id: [last, position, duration, list(views)]
                                   for session_id, (last, position, duration, views) in pair["s"].items()},
                             "t": [list(entry) for entry in pair["t"]]}
@@ -264,6 +261,11 @@ class HeatProcessor:
         self._like_counts: dict[str, int] = {}  # videos whose count may need a broadcast
         self._broadcast: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._generation = 0  # rebalances so far
+        # Pair entries the last checkpoint holds as they are, until it is written: an event copies
+        # one before changing it. Written live, after the caller's awaits, an entry would carry an
+        # event whose bucket counts are not in the checkpoint, and that event, replayed after a
+        # rebalance or a crash, would be a duplicate of itself, never counted (issue 13).
+        self._held: set[str] = set()
 
     # Events ---------------------------------------------------------------------------------------
 
@@ -475,6 +477,9 @@ class HeatProcessor:
                 pair.floor = video.floor  # nothing to prune
         else:
             self._pairs.move_to_end(key)
+        if key in self._held:
+            self._held.discard(key)
+            pair.data = _copy_pair(pair.data)
         if pair.floor < video.floor:  # at most once an hour per entry
             self._forget_old_sessions(video, pair.data)
             pair.floor = video.floor
@@ -501,6 +506,7 @@ class HeatProcessor:
         self._dirty_pairs.clear()
         self._due.clear()
         self._pending.clear()
+        self._held.clear()
         self._generation += 1
 
     def is_current(self, checkpoint: Checkpoint) -> bool:
@@ -521,8 +527,10 @@ class HeatProcessor:
 
     def checkpoint(self, now_s: float) -> Checkpoint:
         """What the store must receive for every change so far; call `checkpoint_written` once the
-        writes are made."""
+        writes are made. Its values stay as they are now until then (or the next checkpoint), while
+        events go on: they may be encoded after awaits."""
         checkpoint = Checkpoint(self._seq, self._generation)
+        self._held = set()
 
         def write(partition: int, key: str, value: Any) -> None:
             checkpoint.writes.setdefault(partition, []).append((key, value))
@@ -545,7 +553,8 @@ class HeatProcessor:
             pair = self._pairs[key]
             data = pair.data
             empty = not (data["s"] or data["t"] or "l" in data or "k" in data)
-            write(pair.partition, key, None if empty else _snapshot(data))
+            write(pair.partition, key, None if empty else data)
+            self._held.add(key)
         self._dirty_videos.clear()
         self._dirty_pairs.clear()
         self._last_checkpoint_s = now_s
@@ -554,6 +563,7 @@ class HeatProcessor:
 
     def checkpoint_written(self, checkpoint: Checkpoint) -> None:
         if self.is_current(checkpoint):
+            self._held.clear()
             self._written = max(self._written, checkpoint.seq)
 
     def scores_due(self, now_ms: int) -> ScoreBatch:
