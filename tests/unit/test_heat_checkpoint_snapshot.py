@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from processors.heat_score.processor import MINUTE_MS, HeatProcessor
+from processors.heat_score.processor import MINUTE_MS, Checkpoint, HeatProcessor
 from processors.heat_score.score import WindowStats
 
 T = 1_767_225_600_000  # a minute boundary
@@ -41,16 +41,25 @@ def test_events_taken_while_a_checkpoint_is_written_are_counted_when_replayed_on
     def read(key: str) -> Any:
         return json.loads(store[key]) if key in store else None
 
+    def write(checkpoint: Checkpoint) -> None:
+        for writes in checkpoint.writes.values():
+            for key, value in writes:
+                store[key] = json.dumps(value)
+
     worker = HeatProcessor(read, half_life_s=3600.0)
     _apply(worker, BEFORE)
     checkpoint = worker.checkpoint(0.0)
+    made = json.dumps(checkpoint.writes)
     _apply(worker, DURING)  # between the agent's awaits, before it encodes the entries
-    for writes in checkpoint.writes.values():
-        for key, value in writes:
-            store[key] = json.dumps(value)
+    assert json.dumps(checkpoint.writes) == made  # the events changed copies of its entries
+    write(checkpoint)
+    worker.checkpoint_written(checkpoint)
     # A rebalance (or a crash) before the next checkpoint: nothing was acknowledged, so the new
     # owner replays every event onto what the checkpoint wrote.
     owner = HeatProcessor(read, half_life_s=3600.0)
     _apply(owner, BEFORE + DURING)
     assert owner.window_stats("v", 0, HOUR, T) == EXPECTED
     assert worker.window_stats("v", 0, HOUR, T) == EXPECTED  # what the old owner had
+    # The old owner's next checkpoint writes the copies, with the events taken meanwhile.
+    write(worker.checkpoint(1.0))
+    assert HeatProcessor(read, half_life_s=3600.0).window_stats("v", 0, HOUR, T) == EXPECTED
