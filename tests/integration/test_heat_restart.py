@@ -198,16 +198,16 @@ def test_two_workers_rebalance_mid_stream_lose_nothing_and_count_nothing_twice(s
         _wait_committed(first)
         with running_service(second, "heat", second.heat_web_port):
             # A dense stream of sessions (36 events every 0.1 s) while the second worker joins the
-            # group and for a second after: the rebalance comes while the first worker holds the
+            # group and a little after: the rebalance comes while the first worker holds the
             # latest of them in memory, unacknowledged, and while its checkpoints are being
             # written (events taken meanwhile are replayed onto them: the lost records of issue 13).
-            viewers, after_join = list(range(4, 58)), 10
+            viewers, joined, after_join = list(range(4, 58)), False, 3
             while len(viewers) > 2 and after_join:
                 viewer = viewers.pop(0)
                 _send_events(first, [e for video in videos for e in _sessions(video, [viewer], now)])
                 time.sleep(0.1)  # the pace of the stream, not a wait for an outcome
-                if after_join < 10 or _assigned_members(first) == 2:
-                    after_join -= 1
+                joined = joined or _assigned_members(first) == 2
+                after_join -= joined
             # The last viewers come once both workers hold partitions: the second one has new events.
             deadline = time.monotonic() + 30
             while _assigned_members(first) < 2 and time.monotonic() < deadline:
