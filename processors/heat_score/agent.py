@@ -114,7 +114,11 @@ def create_heat_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def forget_memory(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        processor.revoke()
+        # A checkpoint being written is finished first, all of it: the worker rejoins the group
+        # after this, so the partitions' next owners recover it whole from the changelogs. Given
+        # up half-way, a partition's write could reach them in part, or after their recovery.
+        async with checkpointing:
+            processor.revoke()
 
     async def ack_done() -> None:
         if streams:

@@ -213,6 +213,19 @@ def _contribution(session: list[Any]) -> tuple[int, int]:
     return int(position * 10 >= duration * 9), min(NANO, position * NANO // duration)
 
 
+def _copy_pair(pair: dict[str, Any]) -> dict[str, Any]:
+    """A (video, viewer) entry's own copy: nothing it shares with `pair` changes with it."""
+    copy: dict[str, Any] = {"s": {session_id: [last, position, duration, list(views)]
+                                  for session_id, (last, position, duration, views) in pair["s"].items()},
+                            "t": [list(entry) for entry in pair["t"]]}
+    if "l" in pair:
+        prior, floor, actions = pair["l"]
+        copy["l"] = [prior, floor, [list(action) for action in actions]]
+    if "k" in pair:
+        copy["k"] = list(pair["k"])
+    return copy
+
+
 def _like_changes(prior: bool | None, actions: list[list[int]]) -> list[tuple[int, int]]:
     """(at, +1 | -1) for each action that changes the user's like state; the first action known of
     a user is a change (an unlike takes back a like older than the state remembers)."""
@@ -248,6 +261,11 @@ class HeatProcessor:
         self._like_counts: dict[str, int] = {}  # videos whose count may need a broadcast
         self._broadcast: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._generation = 0  # rebalances so far
+        # Pair entries the last checkpoint holds as they are, until it is written: an event copies
+        # one before changing it. Written live, after the caller's awaits, an entry would carry an
+        # event whose bucket counts are not in the checkpoint, and that event, replayed after a
+        # rebalance or a crash, would be a duplicate of itself, never counted (issue 13).
+        self._held: set[str] = set()
 
     # Events ---------------------------------------------------------------------------------------
 
@@ -459,6 +477,9 @@ class HeatProcessor:
                 pair.floor = video.floor  # nothing to prune
         else:
             self._pairs.move_to_end(key)
+        if key in self._held:
+            self._held.discard(key)
+            pair.data = _copy_pair(pair.data)
         if pair.floor < video.floor:  # at most once an hour per entry
             self._forget_old_sessions(video, pair.data)
             pair.floor = video.floor
@@ -485,6 +506,7 @@ class HeatProcessor:
         self._dirty_pairs.clear()
         self._due.clear()
         self._pending.clear()
+        self._held.clear()
         self._generation += 1
 
     def is_current(self, checkpoint: Checkpoint) -> bool:
@@ -505,8 +527,10 @@ class HeatProcessor:
 
     def checkpoint(self, now_s: float) -> Checkpoint:
         """What the store must receive for every change so far; call `checkpoint_written` once the
-        writes are made."""
+        writes are made. Its values stay as they are now until then (or the next checkpoint), while
+        events go on: they may be encoded after awaits."""
         checkpoint = Checkpoint(self._seq, self._generation)
+        self._held = set()
 
         def write(partition: int, key: str, value: Any) -> None:
             checkpoint.writes.setdefault(partition, []).append((key, value))
@@ -530,6 +554,7 @@ class HeatProcessor:
             data = pair.data
             empty = not (data["s"] or data["t"] or "l" in data or "k" in data)
             write(pair.partition, key, None if empty else data)
+            self._held.add(key)
         self._dirty_videos.clear()
         self._dirty_pairs.clear()
         self._last_checkpoint_s = now_s
@@ -538,6 +563,7 @@ class HeatProcessor:
 
     def checkpoint_written(self, checkpoint: Checkpoint) -> None:
         if self.is_current(checkpoint):
+            self._held.clear()
             self._written = max(self._written, checkpoint.seq)
 
     def scores_due(self, now_ms: int) -> ScoreBatch:

@@ -518,8 +518,6 @@ def _same_scores(a: dict[str, tuple[Any, ...]], b: dict[str, tuple[Any, ...]]) -
         for name in a for x, y in [(a[name], b[name])])
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue #13, docs/operations.md): a restart mid-stream can still "
-                   "leave records uncounted, so the scores may not converge")
 def test_a_heat_worker_killed_mid_stream_converges_to_the_undisturbed_scores(supervised: Supervised) -> None:
     settings, run = supervised.settings, uuid.uuid4().hex[:6]
     calm_prefix, killed_prefix = f"calm{run}", f"kill{run}"
