@@ -20,6 +20,22 @@ import pytest
 from common.process import free_port
 from lustrax.provision import provision
 from common.settings import Settings, load_settings
+from tests.helpers import SUPERVISED_ENV, SupervisedStack, fresh_env, lustrax_command, processes_using, settings_of
+
+# The modules that share the session's supervised stack, in the order they run; the last ends it
+# (a SIGKILL of its supervisor).
+SUPERVISED_MODULES = ("test_faults.py", "test_supervisor.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules of the supervised stack one after the other: meanwhile it would stay up idle and
+    slow the modules between them (2 cores)."""
+    shared = [item for name in SUPERVISED_MODULES for item in items if item.path.name == name]
+    if not shared:
+        return
+    first = next(i for i, item in enumerate(items) if item.path.name in SUPERVISED_MODULES)
+    rest = [item for item in items if item.path.name not in SUPERVISED_MODULES]
+    items[:] = rest[:first] + shared + rest[first:]
 
 
 def _docker_answers() -> bool:
@@ -125,3 +141,18 @@ def sink(stack: Settings, clickhouse: Any) -> Iterator[Any]:
     yield sink
     sink.stop()
     thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def supervised_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupervisedStack]:
+    """One whole stack under its supervisor (`lustrax up --detach` on free ports), SUPERVISED_ENV's
+    settings, for tests/integration/test_faults.py and then test_supervisor.py (one start instead of two)."""
+    home = tmp_path_factory.mktemp("supervised")
+    env = {**fresh_env(home), **SUPERVISED_ENV}
+    up = lustrax_command(env, "up", "--detach")
+    assert up.returncode == 0, up.stderr
+    try:
+        yield SupervisedStack(env, settings_of(env), home)
+    finally:
+        lustrax_command(env, "down")
+        assert processes_using(home) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -9,6 +11,7 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +236,96 @@ def stubbed(service: str, region: str = "us-east-1") -> Iterator[tuple[Any, Stub
     with Stubber(client) as stubber:
         yield client, stubber
         stubber.assert_no_pending_responses()
+
+def lustrax_command(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`lustrax ARGS` as a user runs it, in its own process, with `env` over this one's environment."""
+    return subprocess.run([sys.executable, "-m", "lustrax.cli", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def fresh_env(home: Path) -> dict[str, str]:
+    """The environment of a stack of its own in `home`: every component on a free loopback port."""
+    return {
+        "LUSTRAX_HOME": str(home),
+        "LUSTRAX_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "LUSTRAX_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "LUSTRAX_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "LUSTRAX_EDGE_PORT": str(free_port()),
+        "LUSTRAX_INGEST_PORT": str(free_port()),
+        "LUSTRAX_TRANSCODE_WEB_PORT": str(free_port()),
+        "LUSTRAX_SINK_QUERY_PORT": str(free_port()),
+        "LUSTRAX_HEAT_WEB_PORT": str(free_port()),
+        "LUSTRAX_MODERATION_WEB_PORT": str(free_port()),
+        "LUSTRAX_WS_PORT": str(free_port()),
+        "LUSTRAX_SOCKETIO_PORT": str(free_port()),
+        "LUSTRAX_RECS_WEB_PORT": str(free_port()),
+        "LUSTRAX_RECS_MILVUS_PORT": str(free_port()),
+        "LUSTRAX_TAKEDOWN_WEB_PORT": str(free_port()),
+    }
+
+
+def settings_of(env: dict[str, str]) -> Any:
+    """The Settings a `lustrax` process started with `env` (LUSTRAX_* variables) reads."""
+    from common.settings import load_settings
+
+    return load_settings(**{key.removeprefix("LUSTRAX_").lower(): value for key, value in env.items()})
+
+
+def processes_using(home: Path) -> list[str]:
+    """Processes of the stack in `home`: named in their command line or in their LUSTRAX_HOME
+    (the services, the guard and their children such as ffmpeg)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if args and (str(home) in args or f"LUSTRAX_HOME={home}".encode() in environ):
+            found.append(f"{proc.name} {args}")
+    return found
+
+
+# The settings of the one supervised stack tests/integration/test_faults.py and test_supervisor.py
+# share (the session's `supervised_stack` fixture): what each module's tests need of it.
+SUPERVISED_ENV = {
+    "LUSTRAX_RESTART_MAX_FAILURES": "2",  # test_supervisor: repeated failures give a component up soon
+    "LUSTRAX_SINK_BATCH_INTERVAL_S": "0.5",
+    "LUSTRAX_SINK_BATCH_ROWS": "500",  # small: test_faults' store outage leaves a backlog of many batches
+    "LUSTRAX_HEAT_EMIT_INTERVAL_S": "1", "LUSTRAX_HEAT_CHECKPOINT_INTERVAL_S": "1",
+    "LUSTRAX_TRANSCODE_PRESET": "ultrafast", "LUSTRAX_MODERATION_SAMPLE_INTERVAL_S": "1",
+    "LUSTRAX_INGEST_DELIVERY_TIMEOUT_MS": "2000",
+}
+
+
+@dataclass
+class SupervisedStack:
+    """A whole stack under its supervisor (`lustrax up --detach`): its environment, settings, home."""
+
+    env: dict[str, str]
+    settings: Any
+    home: Path
+
+    def pid(self, component: str) -> int:
+        from lustrax.stack import read_state
+
+        state = read_state(self.settings)
+        assert state is not None, "the supervisor's state file is gone"
+        return int(state["components"][component]["pid"])
+
+    def wait_back(self, component: str, old_pid: int, port: int, timeout_s: float = 60) -> float:
+        """Until the supervisor runs `component` again (a new pid that answers /healthz)."""
+        from lustrax.services import http_ok
+        from lustrax.stack import read_state
+
+        began = time.monotonic()
+        while time.monotonic() - began < timeout_s:
+            state = read_state(self.settings)
+            entry = state["components"][component] if state else {}
+            if entry.get("state") == "running" and entry.get("pid") != old_pid and \
+                    http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=2.0):
+                return time.monotonic() - began
+            time.sleep(0.2)
+        raise AssertionError(f"{component} not back within {timeout_s} s")

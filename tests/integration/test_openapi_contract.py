@@ -9,6 +9,7 @@ tests/openapi_hooks.py (through schemathesis.toml); nothing else is configured a
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis.strategies._internal import regex as hypothesis_regex
 from schemathesis.config import SchemathesisConfig
 
 from common.settings import Settings, load_settings
@@ -39,6 +41,27 @@ MAX_EXAMPLES = 5
 # patterns), not the API: every check of schemathesis' stays on.
 GENERATION = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 STATEFUL = settings(GENERATION, max_examples=8, stateful_step_count=4)
+
+# Hypothesis builds a pattern's strategy anew for each compiled regex schemathesis hands it (its own
+# cache keys only plain strings): 2-3 s each for the display-text patterns, whose private-use ranges
+# it adds one character at a time, dozens of times per operation. The same strategy for the same
+# pattern, flags and alphabet, as hypothesis' cache does for a pattern given as a string.
+_BUILD_REGEX_STRATEGY = hypothesis_regex.regex_strategy
+_REGEX_STRATEGIES: dict[tuple[Any, ...], Any] = {}
+
+
+def _regex_strategy(regex: Any, fullmatch: bool, *, alphabet: Any,
+                    _temp_jsonschema_hack_no_end_newline: bool = False) -> Any:
+    compiled = regex if isinstance(regex, re.Pattern) else re.compile(regex)
+    key = (compiled.pattern, compiled.flags, fullmatch, repr(alphabet), _temp_jsonschema_hack_no_end_newline)
+    if key not in _REGEX_STRATEGIES:
+        _REGEX_STRATEGIES[key] = _BUILD_REGEX_STRATEGY(
+            compiled, fullmatch, alphabet=alphabet,
+            _temp_jsonschema_hack_no_end_newline=_temp_jsonschema_hack_no_end_newline)
+    return _REGEX_STRATEGIES[key]
+
+
+hypothesis_regex.regex_strategy = _regex_strategy
 
 # Building the document touches nothing (no secret, no broker): the app's start-up does that.
 DOCUMENT = create_app(load_settings()).openapi()

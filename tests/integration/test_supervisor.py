@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,18 @@ import pytest
 
 from common.errors import LustraxError
 from common.process import pid_alive
-from common.settings import Settings, load_settings
+from common.settings import Settings
 from common.tokens import issue_token
 from infra.clickhouse.analyst import run_sql
 from infra.kafka.broker import broker_answers
 from infra.s3.server import s3_answers
 from lustrax.services import http_ok
 from lustrax.stack import read_state
-from tests.integration.test_cli import _fresh_env, _lustrax, _processes_using
+from tests.helpers import SUPERVISED_ENV, SupervisedStack, lustrax_command, processes_using
 
 pytestmark = pytest.mark.integration
 
-MAX_FAILURES = 2  # the supervisor's give-up threshold in this stack
+MAX_FAILURES = int(SUPERVISED_ENV["LUSTRAX_RESTART_MAX_FAILURES"])  # the supervisor's give-up threshold
 
 
 class Traffic:
@@ -80,10 +79,6 @@ class Traffic:
             time.sleep(0.2)
 
 
-def _settings(env: dict[str, str]) -> Settings:
-    return load_settings(**{key.removeprefix("LUSTRAX_").lower(): value for key, value in env.items()})
-
-
 def _component(settings: Settings, name: str) -> dict[str, Any]:
     state = read_state(settings)
     assert state is not None, "the supervisor's state file is gone"
@@ -123,17 +118,10 @@ def _stored(settings: Settings, video_id: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Settings, Path]]:
-    home = tmp_path_factory.mktemp("supervised")
-    env = {**_fresh_env(home), "LUSTRAX_RESTART_MAX_FAILURES": str(MAX_FAILURES),
-           "LUSTRAX_SINK_BATCH_INTERVAL_S": "0.5"}
-    up = _lustrax(env, "up", "--detach")
-    assert up.returncode == 0, up.stderr
-    try:
-        yield env, _settings(env), home
-    finally:
-        _lustrax(env, "down")
-        assert _processes_using(home) == []
+def supervised(supervised_stack: SupervisedStack) -> tuple[dict[str, str], Settings, Path]:
+    """The session's supervised stack (tests/conftest.py), after tests/integration/test_faults.py's
+    faults; this module's last test of it ends it (a SIGKILL of its supervisor)."""
+    return supervised_stack.env, supervised_stack.settings, supervised_stack.home
 
 
 def test_each_component_killed_under_traffic_comes_back_and_no_acknowledged_event_is_lost_or_doubled(
@@ -161,7 +149,7 @@ def test_each_component_killed_under_traffic_comes_back_and_no_acknowledged_even
     assert not missing, f"{len(missing)} of {len(traffic.acked)} acknowledged events not stored"
     assert set(stored.values()) == {1}
 
-    status = _lustrax(env, "status")
+    status = lustrax_command(env, "status")
     assert status.returncode == 0, status.stdout
     for name in back_after:
         assert f"restarts: {_component(settings, name)['restarts']}" in status.stdout
@@ -181,7 +169,7 @@ def test_repeated_failures_give_a_component_up_until_restarted_by_hand(
             assert time.monotonic() < deadline
             time.sleep(0.2)
     assert _component(settings, "ingest")["state"] == "failed"
-    status = _lustrax(env, "status")
+    status = lustrax_command(env, "status")
     assert status.returncode == 1
     line = next(line for line in status.stdout.splitlines() if line.strip().startswith("ingest"))
     assert "FAILED" in line and str(home / "logs" / "ingest.log") in line
@@ -189,12 +177,12 @@ def test_repeated_failures_give_a_component_up_until_restarted_by_hand(
     assert "lustrax: error: ingest:" in log and "gave up" in log and "ingest.log" in log
     assert _answers(settings, "sink") and _answers(settings, "kafka")  # the rest stays up
 
-    restart = _lustrax(env, "restart", "ingest")
+    restart = lustrax_command(env, "restart", "ingest")
     assert restart.returncode == 0, restart.stderr
     assert _component(settings, "ingest")["state"] == "running" and _answers(settings, "ingest")
-    assert _lustrax(env, "status").returncode == 0
+    assert lustrax_command(env, "status").returncode == 0
 
-    unknown = _lustrax(env, "restart", "nope")
+    unknown = lustrax_command(env, "restart", "nope")
     assert unknown.returncode == 1 and unknown.stderr.startswith("lustrax: error: no component 'nope'")
 
 
@@ -202,13 +190,13 @@ def test_sigkill_of_the_supervisor_leaves_no_process_behind(
         supervised: tuple[dict[str, str], Settings, Path]) -> None:
     env, settings, home = supervised
     state = read_state(settings)
-    assert state is not None and len(_processes_using(home)) >= 6
+    assert state is not None and len(processes_using(home)) >= 6
     os.kill(int(state["supervisor_pid"]), signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while _processes_using(home) and time.monotonic() < deadline:
+    while processes_using(home) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_using(home) == []
-    status = _lustrax(env, "status")
+    assert processes_using(home) == []
+    status = lustrax_command(env, "status")
     assert status.returncode == 1 and "supervisor  DOWN" in status.stdout
 
 
