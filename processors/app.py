@@ -82,10 +82,19 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-async def send_events(topic: faust.TopicT, schema: str, records: list[dict[str, Any]]) -> None:
+async def start_sends(topic: faust.TopicT, schema: str, records: list[dict[str, Any]], *,
+                      validate_record: bool = True) -> list[Awaitable[Any]]:
+    """Hand all to the producer; the deliveries, to await when the broker must have them.
+    `validate_record=False` only for records this code built from validated values (schemas/codec.py)."""
+    return [await topic.send(key=record["video_id"].encode(),
+                             value=encode(schema, record, validate_record=validate_record))
+            for record in records]
+
+
+async def send_events(topic: faust.TopicT, schema: str, records: list[dict[str, Any]], *,
+                      validate_record: bool = True) -> None:
     """Produce all, then wait until the broker has each (one round trip for many, not one each)."""
-    pending = [await topic.send(key=record["video_id"].encode(), value=encode(schema, record))
-               for record in records]
+    pending = await start_sends(topic, schema, records, validate_record=validate_record)
     if pending:
         await asyncio.gather(*pending)
 

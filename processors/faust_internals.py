@@ -106,6 +106,19 @@ async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[
     return count
 
 
+def faust_speedups() -> dict[str, str]:
+    """Which of Faust's compiled fast paths and which event loop this process really runs (called
+    on the loop): the Cython stream iterator and conductor ship in the faust-streaming wheel and
+    load unless NO_CYTHON is set or their import fails, silently either way."""
+    from faust import streams
+    from faust.transport import conductor
+
+    loop = type(asyncio.get_running_loop())
+    return {"event loop": f"{loop.__module__}.{loop.__qualname__}",
+            "Cython stream iterator": "loaded" if streams._CStreamIterator is not None else "NOT loaded",
+            "Cython conductor": "loaded" if conductor.ConductorHandler is not None else "NOT loaded"}
+
+
 class _Resumed:
     """Awaitable that carries on with a coroutine already run up to its first suspension."""
 

@@ -11,6 +11,7 @@ broadcasts, and the acknowledgements of the events all of that covers.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from datetime import UTC, datetime
@@ -20,12 +21,13 @@ import faust
 import mode.loop
 import orjson
 from faust.types import EventT
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from common.settings import Settings
-from processors.app import expose_metrics, faust_app, handle_events, raw_topic, send_event, send_events
-from processors.faust_internals import read_table, write_table
+from processors.app import expose_metrics, faust_app, handle_events, raw_topic, send_events, start_sends
+from processors.faust_internals import faust_speedups, read_table, write_table
 from processors.heat_score.like_rule import LikeBroadcastRule
+from processors.heat_score.metrics import HeatMetrics
 from processors.heat_score.processor import HeatProcessor, LikeUpdateDue, Limits, ScoreDue
 from schemas.envelope import new_record
 from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
@@ -36,6 +38,9 @@ PRODUCER_NAME = "heat-score"
 ENGAGEMENT = ("VideoView", "VideoLike", "WatchTick")
 WRITES_PER_TURN = 500  # table writes (or score records) between turns of the event loop
 LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+# The cached state is many small containers: with CPython's default (700 allocations) the young
+# collections ran every few events and the full ones walked Faust's and the cache's whole heap.
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def _ms(value: datetime) -> int:
@@ -101,42 +106,53 @@ def create_heat_app(settings: Settings) -> faust.App:
     streams: list[faust.StreamT] = []  # the agent's manual-ack stream
     checkpointing = asyncio.Lock()
 
-    metrics = CollectorRegistry()
-    events_total = Counter("lustrax_heat_events", "Engagement events taken by the heat worker, by outcome",
-                           ["outcome"], registry=metrics)
-    applied_total, ignored_total, dead_total = (events_total.labels(outcome) for outcome in
-                                                ("applied", "duplicate_or_late", "dead_letter"))
     # Produce time (the Kafka record timestamp) to the event's effect being in the worker's state:
     # the processing lag. Scores reflect it from the next emit, every LUSTRAX_HEAT_EMIT_INTERVAL_S.
-    event_lag = Histogram("lustrax_heat_event_lag_seconds", "Kafka record timestamp to applied in the heat state",
-                          buckets=LAG_BUCKETS_S, registry=metrics)
+    counts = HeatMetrics(LAG_BUCKETS_S)
+    metrics = CollectorRegistry()
+    metrics.register(counts)
     expose_metrics(app, metrics)
+    # Like updates on their way: the stream does not wait for each, acks do (ack_done).
+    like_deliveries: list[Any] = []
 
     @app.on_partitions_revoked.connect
     async def forget_memory(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         processor.revoke()
 
+    @app.task
+    async def report_speedups() -> None:
+        log.info("heat worker: %s", ", ".join(f"{name} {state}" for name, state in faust_speedups().items()))
+
     async def ack_done() -> None:
+        # An event is acked only once its like update is out too: wait for every delivery started
+        # so far, then take the acks with no await in between (events applied meanwhile may have
+        # started more).
+        while like_deliveries:
+            started = like_deliveries[:]
+            del like_deliveries[:]
+            await asyncio.gather(*started)
         if streams:
             for token in processor.acks():
                 await streams[0].ack(token)
 
-    async def send_like_updates(updates: list[LikeUpdateDue]) -> None:
-        for update in updates:
-            await send_event(like_updates, "LikeUpdate", like_update_record(update))
+    async def start_like_updates(updates: list[LikeUpdateDue]) -> None:
+        if updates:
+            like_deliveries.extend(await start_sends(like_updates, "LikeUpdate",
+                                                     [like_update_record(update) for update in updates],
+                                                     validate_record=False))
 
     async def apply(schema: str, record: dict[str, Any], event: EventT) -> None:
         message = event.message
         changed = processor.apply(schema, record, _ms(record["occurred_at"]), event, message.partition)
         if message.timestamp:
-            event_lag.observe(max(0.0, time.time() - message.timestamp))
-        (applied_total if changed else ignored_total).inc()
+            counts.lag(max(0.0, time.time() - message.timestamp))
+        counts.event(changed)
         if changed and schema == "VideoLike":
-            await send_like_updates(processor.like_updates_due(time.monotonic(), record["video_id"]))
+            await start_like_updates(processor.like_updates_due(time.monotonic(), record["video_id"]))
 
     def parked(event: EventT) -> None:
         processor.taken(event, event.message.partition)
-        dead_total.inc()
+        counts.parked()
 
     @app.agent(engagement)
     async def heat(stream: faust.StreamT) -> None:
@@ -172,9 +188,11 @@ def create_heat_app(settings: Settings) -> faust.App:
             if n and n % WRITES_PER_TURN == 0:
                 await asyncio.sleep(0)
             records.append(heat_record(due))
-        await send_events(heat_scores, "HeatScoreUpdated", records)
+        # Built here from the processor's numbers: the schema's validation would only repeat it
+        # (tests/unit/test_heat_records.py checks that these records pass it).
+        await send_events(heat_scores, "HeatScoreUpdated", records, validate_record=False)
         processor.scores_sent(batch)
-        await send_like_updates(processor.like_updates_due(time.monotonic()))
+        await start_like_updates(processor.like_updates_due(time.monotonic()))
         await ack_done()
 
     return app
@@ -183,4 +201,9 @@ def create_heat_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings) -> None:
     mode.loop.use("uvloop")  # what `faust worker --loop uvloop` does
     app = create_heat_app(settings)
+    # What is loaded by now (modules, the app) lives as long as the process: out of the collector's
+    # way for good, and young collections far apart.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     faust.Worker(app, loglevel="info").execute_from_commandline()

@@ -1,0 +1,62 @@
+"""The heat worker's parts around the processor, without a broker: its metrics, the records it
+builds without the schema's validation, and Faust's compiled fast paths."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvloop
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from processors.faust_internals import faust_speedups
+from processors.heat_score.agent import LAG_BUCKETS_S, heat_record, like_update_record
+from processors.heat_score.metrics import HeatMetrics
+from processors.heat_score.processor import LikeUpdateDue, ScoreDue
+from processors.heat_score.score import WindowStats
+from schemas.codec import decode, encode
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode()) for s in family.samples}
+
+
+def test_metrics_read_as_prometheus_client_would_count_them() -> None:
+    counts = HeatMetrics(LAG_BUCKETS_S)
+    ours = CollectorRegistry()
+    ours.register(counts)
+    theirs = CollectorRegistry()
+    reference = Histogram("lustrax_heat_event_lag_seconds", "lag", buckets=LAG_BUCKETS_S, registry=theirs)
+    for lag in (0.0, 0.05, 0.051, 1.0, 2.5, 299.0, 300.0, 301.0, 1e6):
+        counts.lag(lag)
+        reference.observe(lag)
+    for changed in (True, True, False):
+        counts.event(changed)
+    counts.parked()
+    got, want = samples(ours), samples(theirs)
+    lag_samples = {key: value for key, value in got.items() if key[0].startswith("lustrax_heat_event_lag_seconds")}
+    assert lag_samples == {key: value for key, value in want.items() if not key[0].endswith("_created")}
+    assert got[("lustrax_heat_events_total", (("outcome", "applied"),))] == 2
+    assert got[("lustrax_heat_events_total", (("outcome", "duplicate_or_late"),))] == 1
+    assert got[("lustrax_heat_events_total", (("outcome", "dead_letter"),))] == 1
+
+
+def test_records_sent_without_validation_pass_it() -> None:
+    stats = WindowStats(views=3, unique_viewers=2, sessions=3, net_likes=-1, completion_rate=1 / 3,
+                        avg_watched_fraction=0.5, rewatch_rate=0.5)
+    for schema, record in (("HeatScoreUpdated", heat_record(ScoreDue("v", "1h", 1_767_225_600_123, 1.5, stats))),
+                           ("LikeUpdate", like_update_record(LikeUpdateDue("v", 7, -1)))):
+        fast = encode(schema, record, validate_record=False)
+        assert fast == encode(schema, record)  # validation passes and changes nothing
+        assert decode(fast)[0] == schema
+
+
+def test_fausts_cython_paths_and_uvloop_load() -> None:
+    async def report() -> dict[str, str]:
+        return faust_speedups()
+
+    assert asyncio.run(report())["event loop"].startswith("asyncio.")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        speedups = runner.run(report())
+    assert speedups == {"event loop": "uvloop.Loop", "Cython stream iterator": "loaded", "Cython conductor": "loaded"}
