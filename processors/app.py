@@ -82,19 +82,10 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-async def start_sends(topic: faust.TopicT, schema: str, records: list[dict[str, Any]], *,
-                      validate_record: bool = True) -> list[Awaitable[Any]]:
-    """Hand all to the producer; the deliveries, to await when the broker must have them.
-    `validate_record=False` only for records this code built from validated values (schemas/codec.py)."""
-    return [await topic.send(key=record["video_id"].encode(),
-                             value=encode(schema, record, validate_record=validate_record))
-            for record in records]
-
-
-async def send_events(topic: faust.TopicT, schema: str, records: list[dict[str, Any]], *,
-                      validate_record: bool = True) -> None:
+async def send_events(topic: faust.TopicT, schema: str, records: list[dict[str, Any]]) -> None:
     """Produce all, then wait until the broker has each (one round trip for many, not one each)."""
-    pending = await start_sends(topic, schema, records, validate_record=validate_record)
+    pending = [await topic.send(key=record["video_id"].encode(), value=encode(schema, record))
+               for record in records]
     if pending:
         await asyncio.gather(*pending)
 
@@ -130,17 +121,18 @@ async def handle_each(app: faust.App, stream: faust.StreamT, schema: str, consum
 async def handle_events(app: faust.App, stream: faust.StreamT, schemas: tuple[str, ...], consumer: str,
                         handle: Callable[[str, dict[str, Any], EventT], Awaitable[None]],
                         parked: tuple[type[Exception], ...] = (),
-                        on_parked: Callable[[EventT], None] | None = None) -> None:
+                        on_parked: Callable[[EventT], None] | None = None, logical_types: bool = True) -> None:
     """`handle_each` for a stream of several schemas: `handle(schema, record, event)`. One schema
     is resolved to its current version; several are taken as written. `on_parked(event)` is told
-    of each message parked (a manual-ack stream acks it in its turn)."""
+    of each message parked (a manual-ack stream acks it in its turn). `logical_types=False`:
+    timestamps as epoch milliseconds, UUIDs as strings (schemas/codec.py `decode`)."""
     async for message_event in stream.events():
         message = message_event.message
         try:
             if len(schemas) == 1:
-                schema, record = decode(message.value, schemas[0])
+                schema, record = decode(message.value, schemas[0], logical_types=logical_types)
             else:
-                schema, record = decode(message.value)
+                schema, record = decode(message.value, logical_types=logical_types)
                 if schema not in schemas:
                     raise SchemaError(f"{schema}, not one of {', '.join(schemas)}")
         except SchemaError as exc:

@@ -24,11 +24,12 @@ from faust.types import EventT
 from prometheus_client import CollectorRegistry
 
 from common.settings import Settings
-from processors.app import expose_metrics, faust_app, handle_events, raw_topic, send_events, start_sends
-from processors.faust_internals import faust_speedups, read_table, write_table
+from processors.app import expose_metrics, faust_app, handle_events
+from processors.faust_internals import faust_speedups, produce, read_table, table_keys, table_partitions, write_table
 from processors.heat_score.like_rule import LikeBroadcastRule
 from processors.heat_score.metrics import HeatMetrics
 from processors.heat_score.processor import HeatProcessor, LikeUpdateDue, Limits, ScoreDue
+from schemas.codec import encode
 from schemas.envelope import new_record
 from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
 
@@ -41,10 +42,9 @@ LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0
 # The cached state is many small containers: with CPython's default (700 allocations) the young
 # collections ran every few events and the full ones walked Faust's and the cache's whole heap.
 GC_THRESHOLDS = (50_000, 20, 20)
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+# The retention moves by whole hours: forget what it left behind about as often, a chunk at a time.
+SWEEP_INTERVAL_S = 3600.0
+SWEEP_CHUNK = 1000
 
 
 def heat_record(due: ScoreDue) -> dict[str, Any]:
@@ -69,8 +69,9 @@ def create_heat_app(settings: Settings) -> faust.App:
         # One data directory per worker (they share the group, not their RocksDB): by its web port.
         "heat", settings, settings.heat_web_port, instance=str(settings.heat_web_port), store="rocksdb://",
         topic_partitions=partitions,
-        # Checkpoints send many small changelog records at once: batch them.
-        producer_linger=0.005, producer_max_batch_size=1024 * 1024, producer_compression_type="lz4",
+        # Checkpoints send many small changelog records at once, scores and like updates come in
+        # bursts: batch them (fewer produce requests, each one costly to build).
+        producer_linger=0.05, producer_max_batch_size=1024 * 1024, producer_compression_type="lz4",
         # Events stay unacked until a checkpoint and a score cover them: a stopping worker would
         # wait for them in vain. Unacked events are not committed, and the next start replays them.
         stream_wait_empty=False,
@@ -88,8 +89,6 @@ def create_heat_app(settings: Settings) -> faust.App:
         raise RuntimeError(f"unexpected Faust app id {app.conf.id}")
     engagement = app.topic(*(TOPIC_BY_SCHEMA[s].name for s in ENGAGEMENT), key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
-    heat_scores = raw_topic(app, TOPIC_BY_SCHEMA["HeatScoreUpdated"].name)
-    like_updates = raw_topic(app, TOPIC_BY_SCHEMA["LikeUpdate"].name)
     [table_name] = HEAT_TABLES
     # Keys and values are JSON (what Faust's recovery decodes), encoded here and written in bulk.
     state = app.Table(table_name, partitions=partitions,
@@ -135,15 +134,19 @@ def create_heat_app(settings: Settings) -> faust.App:
             for token in processor.acks():
                 await streams[0].ack(token)
 
+    async def start_sends(schema: str, records: list[dict[str, Any]]) -> list[Any]:
+        # Built here from the processor's numbers: the schema's validation would only repeat it
+        # (tests/unit/test_heat_worker_parts.py checks that these records pass it).
+        return await produce(app, TOPIC_BY_SCHEMA[schema].name, [
+            (record["video_id"].encode(), encode(schema, record, validate_record=False)) for record in records])
+
     async def start_like_updates(updates: list[LikeUpdateDue]) -> None:
         if updates:
-            like_deliveries.extend(await start_sends(like_updates, "LikeUpdate",
-                                                     [like_update_record(update) for update in updates],
-                                                     validate_record=False))
+            like_deliveries.extend(await start_sends("LikeUpdate", [like_update_record(update) for update in updates]))
 
     async def apply(schema: str, record: dict[str, Any], event: EventT) -> None:
         message = event.message
-        changed = processor.apply(schema, record, _ms(record["occurred_at"]), event, message.partition)
+        changed = processor.apply(schema, record, record["occurred_at"], event, message.partition)
         if message.timestamp:
             counts.lag(max(0.0, time.time() - message.timestamp))
         counts.event(changed)
@@ -158,7 +161,8 @@ def create_heat_app(settings: Settings) -> faust.App:
     async def heat(stream: faust.StreamT) -> None:
         manual = stream.noack()
         streams[:] = [manual]
-        await handle_events(app, manual, ENGAGEMENT, CONSUMER, apply, on_parked=parked)
+        # occurred_at as epoch milliseconds, as the processor takes it.
+        await handle_events(app, manual, ENGAGEMENT, CONSUMER, apply, on_parked=parked, logical_types=False)
 
     @app.timer(interval=min(1.0, settings.heat_checkpoint_interval_s / 2))
     async def checkpoint() -> None:
@@ -180,6 +184,23 @@ def create_heat_app(settings: Settings) -> faust.App:
                 processor.checkpoint_written(done)
         await ack_done()
 
+    @app.timer(interval=SWEEP_INTERVAL_S)
+    async def sweep() -> None:
+        """Entries past the retention that no event touches again: the processor decides what to
+        forget, the next checkpoint writes it (deletions as tombstones on the changelog)."""
+        now_ms = int(time.time() * 1000)
+        for partition in table_partitions(state):
+            after = None
+            while partition in table_partitions(state):  # else revoked meanwhile
+                raw = table_keys(state, partition, after, SWEEP_CHUNK)
+                if not raw:
+                    break
+                after = raw[-1]
+                keys = [orjson.loads(key) for key in raw if key[:1] == b'"']  # not Faust's offset key
+                async with checkpointing:  # never judge the store while a checkpoint is being written
+                    processor.sweep(partition, keys, now_ms)
+                await asyncio.sleep(0)
+
     @app.timer(interval=settings.heat_emit_interval_s)
     async def emit_scores() -> None:
         batch = processor.scores_due(int(time.time() * 1000))
@@ -188,9 +209,9 @@ def create_heat_app(settings: Settings) -> faust.App:
             if n and n % WRITES_PER_TURN == 0:
                 await asyncio.sleep(0)
             records.append(heat_record(due))
-        # Built here from the processor's numbers: the schema's validation would only repeat it
-        # (tests/unit/test_heat_records.py checks that these records pass it).
-        await send_events(heat_scores, "HeatScoreUpdated", records, validate_record=False)
+        deliveries = await start_sends("HeatScoreUpdated", records)
+        if deliveries:
+            await asyncio.gather(*deliveries)  # one round trip for all
         processor.scores_sent(batch)
         await start_like_updates(processor.like_updates_due(time.monotonic()))
         await ack_done()

@@ -229,6 +229,38 @@ def _action_order(action: list[int]) -> tuple[int, int]:
     return action[0], -action[1]  # at the same millisecond the unlike is the later one
 
 
+def _forget_old(pair: dict[str, Any], floor_ms: int) -> bool:
+    """Drop what is below the video's floor (its buckets are gone, no window reaches it); whether
+    anything was dropped. A liker's latest action stays: the like count needs it."""
+    sessions, dropped = pair["s"], False
+    for session_id in [sid for sid, session in sessions.items() if session[0] < floor_ms]:
+        del sessions[session_id]
+        dropped = True
+    top = [entry for entry in pair["t"] if entry[0] >= floor_ms]
+    if len(top) != len(pair["t"]):
+        pair["t"], dropped = top, True
+    likes = pair.get("l")
+    if likes is not None:
+        actions = likes[2]
+        old = [action for action in actions if action[0] < floor_ms]
+        if old:
+            dropped = True
+            del actions[:len(old)]
+            if not actions:
+                del pair["l"]  # idle for the retention: forgotten
+            else:
+                likes[0], likes[1] = old[-1][1] == 1, old[-1][0]
+    latest = pair.get("k")
+    if latest is not None and latest[1] == 0 and latest[0] < floor_ms:
+        del pair["k"]  # an old unlike: the same to the count as no action at all (older ones are refused)
+        dropped = True
+    return dropped
+
+
+def _is_empty(pair: dict[str, Any]) -> bool:
+    return not (pair["s"] or pair["t"] or "l" in pair or "k" in pair)
+
+
 class HeatProcessor:
     def __init__(self, store: Store, *, half_life_s: float, like_rule: LikeBroadcastRule = LikeBroadcastRule(),
                  limits: Limits = Limits()) -> None:
@@ -248,6 +280,9 @@ class HeatProcessor:
         self._like_counts: dict[str, int] = {}  # videos whose count may need a broadcast
         self._broadcast: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._generation = 0  # rebalances so far
+        # Entries of the checkpoint being written: not evicted until it is (the store is older).
+        self._in_flight: set[str] = set()
+        self._swept: dict[str, tuple[int, Any]] = {}  # key -> (partition, value or None): for the next checkpoint
 
     # Events ---------------------------------------------------------------------------------------
 
@@ -322,7 +357,7 @@ class HeatProcessor:
                      duration_ms: int) -> list[Any] | None:
         sessions = pair["s"]
         if len(sessions) >= MAX_SESSIONS_PER_VIEWER:
-            self._forget_old_sessions(video, pair)
+            _forget_old(pair, video.floor * MINUTE_MS)
             if len(sessions) >= MAX_SESSIONS_PER_VIEWER:
                 return None
         session = sessions[session_id] = [at_ms, position_ms, duration_ms, []]
@@ -380,25 +415,6 @@ class HeatProcessor:
                 if new is not None:
                     video.add(new, index, 1)
 
-    @staticmethod
-    def _forget_old_sessions(video: _Video, pair: dict[str, Any]) -> None:
-        """Drop what is below the video's floor: its buckets are gone, no window reaches it."""
-        floor_ms = video.floor * MINUTE_MS
-        sessions = pair["s"]
-        for session_id in [sid for sid, session in sessions.items() if session[0] < floor_ms]:
-            del sessions[session_id]
-        pair["t"] = [entry for entry in pair["t"] if entry[0] >= floor_ms]
-        likes = pair.get("l")
-        if likes is not None:
-            actions = likes[2]
-            old = [action for action in actions if action[0] < floor_ms]
-            if old:
-                del actions[:len(old)]
-                if not actions:
-                    del pair["l"]  # idle for the retention: forgotten
-                else:
-                    likes[0], likes[1] = old[-1][1] == 1, old[-1][0]
-
     def _like(self, video: _Video, pair: dict[str, Any], like: bool, at_ms: int) -> bool:
         record = pair.setdefault("l", [None, None, []])
         prior, floor, actions = record
@@ -453,14 +469,15 @@ class HeatProcessor:
         key = pair_key(video.id, user_id)
         pair = self._pairs.get(key)
         if pair is None:
-            data = self._store(key)
+            swept = self._swept.get(key)
+            data = self._store(key) if swept is None else swept[1]
             pair = self._pairs[key] = _Pair(video.id, video.partition, data or {"s": {}, "t": []})
             if not data:
                 pair.floor = video.floor  # nothing to prune
         else:
             self._pairs.move_to_end(key)
         if pair.floor < video.floor:  # at most once an hour per entry
-            self._forget_old_sessions(video, pair.data)
+            _forget_old(pair.data, video.floor * MINUTE_MS)
             pair.floor = video.floor
         return pair
 
@@ -471,7 +488,7 @@ class HeatProcessor:
             if len(cache) <= limit:
                 continue
             for key in list(cache)[:len(cache) - limit]:
-                if key not in dirty:
+                if key not in dirty and key not in self._in_flight:
                     del cache[key]
 
     def revoke(self) -> None:
@@ -485,6 +502,8 @@ class HeatProcessor:
         self._dirty_pairs.clear()
         self._due.clear()
         self._pending.clear()
+        self._in_flight.clear()
+        self._swept.clear()
         self._generation += 1
 
     def is_current(self, checkpoint: Checkpoint) -> bool:
@@ -494,14 +513,14 @@ class HeatProcessor:
     # Checkpoints, scores, like updates, acks --------------------------------------------------------
 
     def checkpoint_due(self, now_s: float) -> bool:
-        if not (self._dirty_videos or self._dirty_pairs):
+        if not (self._dirty_videos or self._dirty_pairs or self._swept):
             if self._written < self._seq:
                 self._written = self._seq  # nothing changed since: nothing to write
             return False
         if self._last_checkpoint_s is None:
             self._last_checkpoint_s = now_s
         return (now_s - self._last_checkpoint_s >= self._limits.checkpoint_interval_s
-                or len(self._dirty_pairs) + len(self._dirty_videos) >= self._limits.max_dirty_entries)
+                or len(self._dirty_pairs) + len(self._dirty_videos) + len(self._swept) >= self._limits.max_dirty_entries)
 
     def checkpoint(self, now_s: float) -> Checkpoint:
         """What the store must receive for every change so far; call `checkpoint_written` once the
@@ -527,18 +546,59 @@ class HeatProcessor:
                 video.dirty_meta = False
         for key in self._dirty_pairs:
             pair = self._pairs[key]
-            data = pair.data
-            empty = not (data["s"] or data["t"] or "l" in data or "k" in data)
-            write(pair.partition, key, None if empty else data)
+            write(pair.partition, key, None if _is_empty(pair.data) else pair.data)
+        for key, (partition, value) in self._swept.items():
+            if key not in self._dirty_pairs:  # else the cached entry, written above, is newer
+                write(partition, key, value)
+        self._in_flight = self._dirty_pairs | self._dirty_videos
         self._dirty_videos.clear()
-        self._dirty_pairs.clear()
+        self._dirty_pairs = set()
+        self._swept.clear()
         self._last_checkpoint_s = now_s
-        self._evict()
         return checkpoint
 
     def checkpoint_written(self, checkpoint: Checkpoint) -> None:
         if self.is_current(checkpoint):
             self._written = max(self._written, checkpoint.seq)
+            self._in_flight = set()
+            self._evict()
+
+    def sweep(self, partition: int, keys: Iterable[str], now_ms: int) -> int:
+        """Forget what no window can use any more among stored keys of `partition` (the agent lists
+        them from the store a chunk at a time, in key order: a partition's videos before its viewers,
+        and never while a checkpoint is being written). A video without an event for longer than the
+        retention before the wall clock `now_ms` gets its watermark raised to `now_ms`: its hours go
+        and older events are refused, as if an event had come at `now_ms`. A viewer's entry with
+        nothing left inside its video's retention is deleted, a liker's reduced to the latest action.
+        The writes go out with the next checkpoint; how many are to be made."""
+        changes = 0
+        for key in keys:
+            kind, video_id, *rest = key.split("\x00")
+            if kind == "m":
+                cached = self._videos.get(video_id)
+                meta = self._store(key) if cached is None else None
+                wm, hours = (cached.wm, cached.hours) if cached is not None else (
+                    (meta["wm"], meta["hours"]) if meta else (None, ()))
+                if wm is None or wm >= now_ms - RETENTION_MS or not hours:
+                    continue  # an event came within the retention (its own moves prune it), or nothing left
+                video = self._video(video_id, partition)
+                video.wm = now_ms
+                video.dirty_meta = True
+                video.prune(_floor_minute(now_ms))
+                self._dirty_videos.add(video_id)
+                changes += 1
+            elif kind == "p" and key not in self._pairs and key not in self._swept:
+                video = self._videos.get(video_id)
+                if video is not None:
+                    floor = video.floor
+                else:
+                    meta = self._store(video_key(video_id))
+                    floor = _floor_minute(meta["wm"]) if meta and meta["wm"] is not None else _NO_FLOOR
+                data = self._store(key)
+                if data is not None and _forget_old(data, floor * MINUTE_MS):
+                    self._swept[key] = (partition, None if _is_empty(data) else data)
+                    changes += 1
+        return changes
 
     def scores_due(self, now_ms: int) -> ScoreBatch:
         """Scores of every video that took an event since the last batch, for each window; call
