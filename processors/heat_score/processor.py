@@ -29,7 +29,7 @@ marks its video due for a score again).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -274,7 +274,7 @@ class HeatProcessor:
         self._dirty_pairs: set[str] = set()
         self._due: dict[str, int] = {}  # videos to score -> partition
         self._seq = 0
-        self._pending: OrderedDict[int, tuple[int, Any]] = OrderedDict()  # seq -> (partition, token)
+        self._pending: deque[tuple[int, Any]] = deque()  # (seq, token), in the order taken
         self._written = self._scored = 0
         self._last_checkpoint_s: float | None = None
         self._like_counts: dict[str, int] = {}  # videos whose count may need a broadcast
@@ -326,7 +326,7 @@ class HeatProcessor:
     def taken(self, token: Any, partition: int) -> None:
         """An event taken from `partition` (applied or not, dead-lettered too): acked in order."""
         self._seq += 1
-        self._pending[self._seq] = (partition, token)
+        self._pending.append((self._seq, token))
 
     def _view(self, video: _Video, pair: dict[str, Any], session_id: str, at_ms: int) -> bool:
         session = pair["s"].get(session_id)
@@ -375,10 +375,14 @@ class HeatProcessor:
         session[0], session[1], session[2] = max(session[0], at_ms), max(session[1], position_ms), \
             max(session[2], duration_ms)
         minute, (completed, watched) = session[0] // MINUTE_MS, _contribution(session)
-        if minute != old_minute:  # counted by its last activity: it moves to that minute
-            video.add(old_minute, SESSIONS, -1)
-            video.add(minute, SESSIONS, 1)
         self._rank(video, pair, session_id, session[0])
+        if minute == old_minute:  # the usual tick: only what it raised changes
+            video.add(minute, COMPLETED, completed - old_completed)
+            video.add(minute, WATCHED, watched - old_watched)
+            return
+        # Counted by its last activity: the session moves to that minute.
+        video.add(old_minute, SESSIONS, -1)
+        video.add(minute, SESSIONS, 1)
         video.add(old_minute, COMPLETED, -old_completed)
         video.add(minute, COMPLETED, completed)
         video.add(old_minute, WATCHED, -old_watched)
@@ -627,11 +631,9 @@ class HeatProcessor:
         the order they were taken (so per partition in offset order)."""
         done = min(self._written, self._scored)
         tokens = []
-        while self._pending:
-            seq = next(iter(self._pending))
-            if seq > done:
-                break
-            tokens.append(self._pending.pop(seq)[1])
+        pending = self._pending
+        while pending and pending[0][0] <= done:
+            tokens.append(pending.popleft()[1])
         return tokens
 
     def like_updates_due(self, now_s: float, video_id: str | None = None) -> list[LikeUpdateDue]:
