@@ -20,7 +20,8 @@
    rate runs from its own first event taken (its start-up left out, as the agent's is).
    With --faust-variants, the do-nothing agent also runs without uvloop and without Faust's
    Cython extensions (NO_CYTHON=1) on the uniform backlog: what each gives.
-2. --workers heat workers in one group on a new uniform backlog (0 to skip).
+2. --workers heat workers in one group on a new uniform backlog (0 to skip), after they have
+   joined and recovered their state once off the clock.
 3. Lag at a steady offered rate: uniform events produced at --rate for --seconds with
    occurred_at = send time. Sink lag = ClickHouse `ingested_at - occurred_at` per row (p50/p99).
    Worker lag = Kafka record timestamp to applied in the worker's state, from the worker's
@@ -411,6 +412,9 @@ def main() -> int:
             one_eps = len(shapes["uniform"]) / bench.catch_up(
                 [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])[1]
             bench.use_workers(args.workers)
+            # Off the clock: the new workers join and recover their partitions' state from the
+            # changelog (a new worker's store starts empty), as a running deployment has done.
+            bench.catch_up([])
             several_eps = len(shapes["uniform"]) / bench.catch_up(
                 [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])[1]
             print(f"uniform, heat workers only: 1 worker {one_eps:,.0f} events/s; {args.workers} workers "
