@@ -1,7 +1,7 @@
 """Heat benchmark: Kafka -> Faust heat worker + ClickHouse sink, against baselines of the same run.
 
     .venv/bin/python -m bench.heat [--events 50000] [--rate 5000] [--seconds 20] [--videos 500]
-                                   [--workers 2] [--pairs 0]
+                                   [--workers 2] [--pairs N ...] [--faust-variants]
 
 1. Throughput on backlogs of three traffic shapes, clock from the first event taken to the last
    one done, startup left out:
@@ -16,15 +16,19 @@
    (bench/faust_noop.py). The project: the heat worker (`lustrax worker heat`, its own process,
    RocksDB table) and the ClickHouse sink (in this process: it holds the embedded engine), both
    stopped while the backlog is produced, then started: done when the worker has taken every
-   event (its /metrics counter) and the sink has stored and committed every one.
-2. --workers heat workers in one group on a new uniform backlog (0 to skip).
+   event (its /metrics counter) and the sink has stored and committed every one. The worker's
+   rate runs from its own first event taken (its start-up left out, as the agent's is).
+   With --faust-variants, the do-nothing agent also runs without uvloop and without Faust's
+   Cython extensions (NO_CYTHON=1) on the uniform backlog: what each gives.
+2. --workers heat workers in one group on a new uniform backlog (0 to skip), after they have
+   joined and recovered their state once off the clock.
 3. Lag at a steady offered rate: uniform events produced at --rate for --seconds with
    occurred_at = send time. Sink lag = ClickHouse `ingested_at - occurred_at` per row (p50/p99).
    Worker lag = Kafka record timestamp to applied in the worker's state, from the worker's
    lustrax_heat_event_lag_seconds histogram over the phase (p50/p99, interpolated within buckets
    as Prometheus' histogram_quantile does).
-4. Peak RSS (VmHWM) of the heat worker; with --pairs N, after N more views of distinct
-   (video, viewer) pairs in the last 24 h.
+4. Peak RSS (VmHWM) of the heat worker; with --pairs N [M ...], after views of N distinct
+   (video, viewer) pairs in the last 24 h, then of M in all, ... (and how long each took).
 
 Timings on a shared machine are noisy: compare the ratios, which come from one run.
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import re
 import subprocess
@@ -43,6 +48,7 @@ import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +132,17 @@ def viral_events(video: str, seed: int) -> list[Event]:
     return events
 
 
-def produce(bootstrap: str, events: list[Event]) -> None:
+def pair_views(first: int, count: int, seed: int) -> Iterator[Event]:
+    """Views of `count` new distinct (video, viewer) pairs at times in the last 24 h (made as produced:
+    a million records would not fit the bench's memory comfortably)."""
+    rng, now = random.Random(seed), datetime.now(UTC)
+    for n in range(first, first + count):
+        yield ("VideoView", new_record("VideoView", "bench", {
+            "video_id": f"pairs-video-{n % 1000}", "user_id": f"pairs-user-{n}", "session_id": f"s{n}"},
+            occurred_at=now - timedelta(seconds=rng.randrange(0, 86_000))))
+
+
+def produce(bootstrap: str, events: Iterable[Event]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
     for schema, record in events:
         while True:
@@ -211,10 +227,14 @@ def bucket_quantile(before: list[tuple[float, float]], after: list[tuple[float, 
     return lower_bound
 
 
-def noop_rate(bootstrap: str, count: int, skip: int) -> float:
-    """What a Faust agent that does nothing takes from the last `count` events (after `skip`)."""
-    noop = subprocess.run([sys.executable, "-m", "bench.faust_noop", bootstrap, str(count), str(skip)],
-                          capture_output=True, text=True, timeout=900, check=True)
+def noop_rate(bootstrap: str, count: int, skip: int, loop: str = "uvloop", cython: bool = True) -> float:
+    """What a Faust agent that does nothing takes from the last `count` events (after `skip`), on
+    the worker's event loop and with Faust's Cython extensions unless told otherwise."""
+    env = {key: value for key, value in os.environ.items() if key != "NO_CYTHON"}
+    if not cython:
+        env["NO_CYTHON"] = "1"
+    noop = subprocess.run([sys.executable, "-m", "bench.faust_noop", bootstrap, str(count), str(skip), loop],
+                          capture_output=True, text=True, timeout=900, check=True, env=env)
     return float(re.findall(r"noop events/s (\d+)", noop.stdout + noop.stderr)[-1])  # Faust logs prints
 
 
@@ -234,9 +254,16 @@ class Bench:
         self.sink_thread: threading.Thread | None = None
         self.produced = 0
 
-    def produce(self, events: list[Event]) -> None:
-        produce(self.settings.kafka_bootstrap, events)
-        self.produced += len(events)
+    def produce(self, events: Iterable[Event]) -> None:
+        counted = [0]
+
+        def counting() -> Iterator[Event]:
+            for event in events:
+                counted[0] += 1
+                yield event
+
+        produce(self.settings.kafka_bootstrap, counting())
+        self.produced += counted[0]
 
     def start_sink(self) -> None:
         self.sink = ClickHouseSink(self.client, self.settings.clickhouse_database, self.settings.kafka_bootstrap,
@@ -272,26 +299,31 @@ class Bench:
                 pass  # not serving yet
         return total
 
-    def catch_up(self, events: list[Event]) -> tuple[float, float, float]:
+    def catch_up(self, events: Iterable[Event]) -> tuple[float, float, float]:
         """Everything stopped, `events` produced, everything started: (events/s of worker and sink
-        together, seconds until the workers took all, seconds until the sink stored all)."""
+        together, seconds from the workers' first event taken until they took all, seconds from
+        the sink's first event stored until it stored all)."""
         self.stop_all()
         self.produce(events)
         backlog = group_lag(self.settings.kafka_bootstrap, "lustrax-heat")
         self.start_sink()
         for worker in self.workers:
             worker.start()
-        first = worker_done = sink_done = 0.0
+        worker_first = sink_first = worker_done = sink_done = 0.0
         while not (worker_done and sink_done):
             time.sleep(0.05)
             now = time.perf_counter()
             taken = self.taken()
             sink_left = group_lag(self.settings.kafka_bootstrap, SINK_GROUP)
-            if not first and (taken or sink_left < backlog):
-                first = now
+            if not worker_first and taken:
+                worker_first = now
+            if not sink_first and sink_left < backlog:
+                sink_first = now
             if not worker_done and taken >= backlog:
+                worker_first = worker_first or now  # an empty backlog
                 worker_done = now
             if not sink_done and sink_left == 0:
+                sink_first = sink_first or now
                 sink_done = now
         for worker in self.workers:
             worker.wait_ready()  # an empty backlog is done at once: still serving before we go on
@@ -299,7 +331,9 @@ class Bench:
         # so that the next backlog is not mixed with replays of this one.
         while group_lag(self.settings.kafka_bootstrap, "lustrax-heat"):
             time.sleep(0.25)
-        return backlog / (max(worker_done, sink_done) - first), worker_done - first, sink_done - first
+        first = min(worker_first, sink_first)
+        return (backlog / max(max(worker_done, sink_done) - first, 1e-9), max(worker_done - worker_first, 1e-9),
+                sink_done - sink_first)
 
     def heat_row(self, video: str, viewers: int, timeout_s: float = 120) -> tuple[Any, ...]:
         deadline, row = time.monotonic() + timeout_s, ()
@@ -324,7 +358,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--videos", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--pairs", type=int, default=0)
+    parser.add_argument("--pairs", type=int, nargs="*", default=[],
+                        help="distinct (video, viewer) pairs in all after each step: peak RSS after each")
+    parser.add_argument("--faust-variants", action="store_true",
+                        help="also the do-nothing agent without uvloop and without Cython")
     args = parser.parse_args()
     rng = random.Random(1)
 
@@ -359,7 +396,13 @@ def main() -> int:
             print(f"{shape:>8}: {len(events)} events; do-nothing Faust agent {noop_eps:>7,.0f} events/s; "
                   f"heat worker {worker_eps:>7,.0f} events/s = {worker_eps / noop_eps:.0%} of it; "
                   f"worker + sink {project_eps:>7,.0f} events/s = {project_eps / raw_eps:.1%} of raw "
-                  f"(worker {worker_s:.1f} s, sink {sink_s:.1f} s)")
+                  f"(worker {worker_s:.1f} s, sink {sink_s:.1f} s)", flush=True)
+            if shape == "uniform" and args.faust_variants:
+                variants = {(loop, cython): noop_rate(settings.kafka_bootstrap, len(events), skip, loop, cython)
+                            for loop in ("uvloop", "asyncio") for cython in (True, False)}
+                print("          do-nothing agent: " + "; ".join(
+                    f"{loop} {'with' if cython else 'without'} Cython {eps:,.0f} events/s"
+                    for (loop, cython), eps in variants.items()), flush=True)
         viewers, rewatch, completion = bench.heat_row(viral_video, VIRAL_VIEWERS) or (None, None, None)
         print(f"   viral: the 1 h row says {viewers} unique viewers (want {VIRAL_VIEWERS}), re-watch {rewatch} "
               f"(want {VIRAL_REWATCHERS / VIRAL_VIEWERS}), completion {completion} "
@@ -369,6 +412,9 @@ def main() -> int:
             one_eps = len(shapes["uniform"]) / bench.catch_up(
                 [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])[1]
             bench.use_workers(args.workers)
+            # Off the clock: the new workers join and recover their partitions' state from the
+            # changelog (a new worker's store starts empty), as a running deployment has done.
+            bench.catch_up([])
             several_eps = len(shapes["uniform"]) / bench.catch_up(
                 [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])[1]
             print(f"uniform, heat workers only: 1 worker {one_eps:,.0f} events/s; {args.workers} workers "
@@ -408,16 +454,16 @@ def main() -> int:
         worker = bench.workers[0]
         assert worker.process is not None and worker.process.pid is not None
         print(f"heat worker peak RSS: {peak_rss_mib(worker.process.pid):.0f} MiB after {bench.produced:,} events")
-        if args.pairs:
-            now = datetime.now(UTC)
-            pairs = [("VideoView", new_record("VideoView", "bench", {
-                "video_id": f"pairs-video-{n % 1000}", "user_id": f"pairs-user-{n}", "session_id": f"s{n}"},
-                occurred_at=now - timedelta(seconds=rng.randrange(0, 86_000)))) for n in range(args.pairs)]
-            bench.catch_up(pairs)
+        made = 0
+        for total in args.pairs:
+            began = time.perf_counter()
+            _, worker_s, _ = bench.catch_up(pair_views(made, total - made, seed=total))
+            made = total
             worker = bench.workers[0]
             assert worker.process is not None and worker.process.pid is not None
-            print(f"heat worker peak RSS: {peak_rss_mib(worker.process.pid):.0f} MiB with {args.pairs:,} more "
-                  f"distinct (video, viewer) pairs in the last 24 h")
+            print(f"heat worker peak RSS: {peak_rss_mib(worker.process.pid):.0f} MiB with {total:,} distinct "
+                  f"(video, viewer) pairs in the last 24 h (this step {time.perf_counter() - began:,.0f} s, "
+                  f"the worker's part {worker_s:,.0f} s)", flush=True)
     finally:
         bench.stop_all()
         client.close()

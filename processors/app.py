@@ -121,17 +121,18 @@ async def handle_each(app: faust.App, stream: faust.StreamT, schema: str, consum
 async def handle_events(app: faust.App, stream: faust.StreamT, schemas: tuple[str, ...], consumer: str,
                         handle: Callable[[str, dict[str, Any], EventT], Awaitable[None]],
                         parked: tuple[type[Exception], ...] = (),
-                        on_parked: Callable[[EventT], None] | None = None) -> None:
+                        on_parked: Callable[[EventT], None] | None = None, logical_types: bool = True) -> None:
     """`handle_each` for a stream of several schemas: `handle(schema, record, event)`. One schema
     is resolved to its current version; several are taken as written. `on_parked(event)` is told
-    of each message parked (a manual-ack stream acks it in its turn)."""
+    of each message parked (a manual-ack stream acks it in its turn). `logical_types=False`:
+    timestamps as epoch milliseconds, UUIDs as strings (schemas/codec.py `decode`)."""
     async for message_event in stream.events():
         message = message_event.message
         try:
             if len(schemas) == 1:
-                schema, record = decode(message.value, schemas[0])
+                schema, record = decode(message.value, schemas[0], logical_types=logical_types)
             else:
-                schema, record = decode(message.value)
+                schema, record = decode(message.value, logical_types=logical_types)
                 if schema not in schemas:
                     raise SchemaError(f"{schema}, not one of {', '.join(schemas)}")
         except SchemaError as exc:

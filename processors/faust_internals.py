@@ -106,6 +106,49 @@ async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[
     return count
 
 
+async def produce(app: faust.App, topic: str, records: Iterable[tuple[bytes, bytes]]) -> list[Any]:
+    """Hand encoded (key, value) records to the app's aiokafka producer, partitioned by key as
+    `topic.send` would, without Faust's per-message layers (serializers, FutureMessage, callbacks,
+    sensors: most of a send's cost); the broker's acknowledgements, to await when they are needed."""
+    producer = app.producer._ensure_producer()
+    return [await producer.send(topic, value=value, key=key) for key, value in records]
+
+
+def table_partitions(table: faust.Table) -> list[int]:
+    """The partitions whose store this worker has open (the table's assigned partitions)."""
+    return sorted(table.data._dbs)
+
+
+def table_keys(table: faust.Table, partition: int, after: bytes | None, limit: int) -> list[bytes]:
+    """Up to `limit` raw keys stored for `partition`, in key order, after `after` (from the start
+    if None): a new RocksDB iterator each call, so that no iterator outlives a turn of the event loop
+    (a revoked partition's store is closed)."""
+    db = table.data._dbs.get(partition)
+    if db is None:
+        return []
+    keys: list[bytes] = []
+    for key in db.keys(from_key=after):
+        if key == after:
+            continue
+        keys.append(key)
+        if len(keys) >= limit:
+            break
+    return keys
+
+
+def faust_speedups() -> dict[str, str]:
+    """Which of Faust's compiled fast paths and which event loop this process really runs (called
+    on the loop): the Cython stream iterator and conductor ship in the faust-streaming wheel and
+    load unless NO_CYTHON is set or their import fails, silently either way."""
+    from faust import streams
+    from faust.transport import conductor
+
+    loop = type(asyncio.get_running_loop())
+    return {"event loop": f"{loop.__module__}.{loop.__qualname__}",
+            "Cython stream iterator": "loaded" if streams._CStreamIterator is not None else "NOT loaded",
+            "Cython conductor": "loaded" if conductor.ConductorHandler is not None else "NOT loaded"}
+
+
 class _Resumed:
     """Awaitable that carries on with a coroutine already run up to its first suspension."""
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
+from fastavro.schema import parse_schema
 from fastavro.validation import ValidationError, validate
 
 from .errors import (
@@ -76,13 +77,17 @@ def _write(schema_name: str, schema: Any, record: Mapping[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def decode(data: bytes, reader_schema_name: str | None = None) -> tuple[str, dict[str, Any]]:
+def decode(data: bytes, reader_schema_name: str | None = None, *,
+           logical_types: bool = True) -> tuple[str, dict[str, Any]]:
     """Decode single-object encoded *data* into ``(schema short name, record)``.
 
     The writer schema is found by fingerprint among the current and released
     schemas. With *reader_schema_name*, the record is resolved (Avro schema
     resolution) to that current schema and its name is returned; otherwise the
     record is returned as written, with the writer schema's name.
+    ``logical_types=False`` leaves ``timestamp-millis`` fields as epoch
+    milliseconds and ``uuid`` fields as strings: for hot paths that need
+    neither (the heat worker), it skips a third of the cost.
     """
     if len(data) < HEADER_SIZE or data[: len(MAGIC)] != MAGIC:
         raise NotSingleObjectError(
@@ -90,6 +95,8 @@ def decode(data: bytes, reader_schema_name: str | None = None) -> tuple[str, dic
         )
     writer_name, writer = writer_schema_for(data[len(MAGIC) : HEADER_SIZE])
     reader = schema_for(reader_schema_name) if reader_schema_name is not None else None
+    if not logical_types:
+        writer, reader = _plain(writer), None if reader is None else _plain(reader)
 
     buf = io.BytesIO(data)
     buf.seek(HEADER_SIZE)
@@ -104,6 +111,26 @@ def decode(data: bytes, reader_schema_name: str | None = None) -> tuple[str, dic
     if buf.tell() != len(data):
         raise DecodeError(f"{len(data) - buf.tell()} trailing bytes after the {writer_name} body")
     return reader_schema_name or writer_name, record
+
+
+# Parsed schemas live as long as the process, so their id() is a stable cache key.
+_PLAIN_SCHEMAS: dict[int, Any] = {}
+
+
+def _plain(schema: Any) -> Any:
+    """The parsed schema without its logical types (same binary layout)."""
+    plain = _PLAIN_SCHEMAS.get(id(schema))
+    if plain is None:
+        plain = _PLAIN_SCHEMAS[id(schema)] = parse_schema(_strip_logical(schema), named_schemas={})
+    return plain
+
+
+def _strip_logical(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_logical(v) for k, v in schema.items() if k != "logicalType" and not k.startswith("__")}
+    if isinstance(schema, list):
+        return [_strip_logical(item) for item in schema]
+    return schema
 
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})

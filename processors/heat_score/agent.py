@@ -11,6 +11,7 @@ broadcasts, and the acknowledgements of the events all of that covers.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from datetime import UTC, datetime
@@ -20,13 +21,15 @@ import faust
 import mode.loop
 import orjson
 from faust.types import EventT
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from common.settings import Settings
-from processors.app import expose_metrics, faust_app, handle_events, raw_topic, send_event, send_events
-from processors.faust_internals import read_table, write_table
+from processors.app import expose_metrics, faust_app, handle_events
+from processors.faust_internals import faust_speedups, produce, read_table, table_keys, table_partitions, write_table
 from processors.heat_score.like_rule import LikeBroadcastRule
+from processors.heat_score.metrics import HeatMetrics
 from processors.heat_score.processor import HeatProcessor, LikeUpdateDue, Limits, ScoreDue
+from schemas.codec import encode
 from schemas.envelope import new_record
 from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
 
@@ -36,10 +39,17 @@ PRODUCER_NAME = "heat-score"
 ENGAGEMENT = ("VideoView", "VideoLike", "WatchTick")
 WRITES_PER_TURN = 500  # table writes (or score records) between turns of the event loop
 LAG_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+# The cached state is many small containers: with CPython's default (700 allocations) the young
+# collections ran every few events and the full ones walked Faust's and the cache's whole heap.
+GC_THRESHOLDS = (50_000, 20, 20)
+# Per partition store (Faust's defaults are 3 memtables of 64 MiB and a 2 GiB block cache for each
+# of the six: 1 GiB of RSS at a million viewers in the retention). Entries are small and the worker
+# keeps the recent ones in memory anyway.
+ROCKSDB_OPTIONS = {"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_number": 2,
+                   "block_cache_size": 32 * 1024 * 1024}
+# The retention moves by whole hours: forget what it left behind about as often, a chunk at a time.
+SWEEP_INTERVAL_S = 3600.0
+SWEEP_CHUNK = 1000
 
 
 def heat_record(due: ScoreDue) -> dict[str, Any]:
@@ -64,8 +74,9 @@ def create_heat_app(settings: Settings) -> faust.App:
         # One data directory per worker (they share the group, not their RocksDB): by its web port.
         "heat", settings, settings.heat_web_port, instance=str(settings.heat_web_port), store="rocksdb://",
         topic_partitions=partitions,
-        # Checkpoints send many small changelog records at once: batch them.
-        producer_linger=0.005, producer_max_batch_size=1024 * 1024, producer_compression_type="lz4",
+        # Checkpoints send many small changelog records at once, scores and like updates come in
+        # bursts: batch them (fewer produce requests, each one costly to build).
+        producer_linger=0.05, producer_max_batch_size=1024 * 1024, producer_compression_type="lz4",
         # Events stay unacked until a checkpoint and a score cover them: a stopping worker would
         # wait for them in vain. Unacked events are not committed, and the next start replays them.
         stream_wait_empty=False,
@@ -83,12 +94,11 @@ def create_heat_app(settings: Settings) -> faust.App:
         raise RuntimeError(f"unexpected Faust app id {app.conf.id}")
     engagement = app.topic(*(TOPIC_BY_SCHEMA[s].name for s in ENGAGEMENT), key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
-    heat_scores = raw_topic(app, TOPIC_BY_SCHEMA["HeatScoreUpdated"].name)
-    like_updates = raw_topic(app, TOPIC_BY_SCHEMA["LikeUpdate"].name)
     [table_name] = HEAT_TABLES
     # Keys and values are JSON (what Faust's recovery decodes), encoded here and written in bulk.
     state = app.Table(table_name, partitions=partitions,
-                      schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"))
+                      schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
+                      options=ROCKSDB_OPTIONS)
 
     def read(key: str) -> Any:
         value = read_table(state, orjson.dumps(key))
@@ -101,16 +111,14 @@ def create_heat_app(settings: Settings) -> faust.App:
     streams: list[faust.StreamT] = []  # the agent's manual-ack stream
     checkpointing = asyncio.Lock()
 
-    metrics = CollectorRegistry()
-    events_total = Counter("lustrax_heat_events", "Engagement events taken by the heat worker, by outcome",
-                           ["outcome"], registry=metrics)
-    applied_total, ignored_total, dead_total = (events_total.labels(outcome) for outcome in
-                                                ("applied", "duplicate_or_late", "dead_letter"))
     # Produce time (the Kafka record timestamp) to the event's effect being in the worker's state:
     # the processing lag. Scores reflect it from the next emit, every LUSTRAX_HEAT_EMIT_INTERVAL_S.
-    event_lag = Histogram("lustrax_heat_event_lag_seconds", "Kafka record timestamp to applied in the heat state",
-                          buckets=LAG_BUCKETS_S, registry=metrics)
+    counts = HeatMetrics(LAG_BUCKETS_S)
+    metrics = CollectorRegistry()
+    metrics.register(counts)
     expose_metrics(app, metrics)
+    # Like updates on their way: the stream does not wait for each, acks do (ack_done).
+    like_deliveries: list[Any] = []
 
     @app.on_partitions_revoked.connect
     async def forget_memory(app: faust.App, revoked: Any, **kwargs: Any) -> None:
@@ -120,33 +128,51 @@ def create_heat_app(settings: Settings) -> faust.App:
         async with checkpointing:
             processor.revoke()
 
+    @app.task
+    async def report_speedups() -> None:
+        log.info("heat worker: %s", ", ".join(f"{name} {state}" for name, state in faust_speedups().items()))
+
     async def ack_done() -> None:
+        # An event is acked only once its like update is out too: wait for every delivery started
+        # so far, then take the acks with no await in between (events applied meanwhile may have
+        # started more).
+        while like_deliveries:
+            started = like_deliveries[:]
+            del like_deliveries[:]
+            await asyncio.gather(*started)
         if streams:
             for token in processor.acks():
                 await streams[0].ack(token)
 
-    async def send_like_updates(updates: list[LikeUpdateDue]) -> None:
-        for update in updates:
-            await send_event(like_updates, "LikeUpdate", like_update_record(update))
+    async def start_sends(schema: str, records: list[dict[str, Any]]) -> list[Any]:
+        # Built here from the processor's numbers: the schema's validation would only repeat it
+        # (tests/unit/test_heat_worker_parts.py checks that these records pass it).
+        return await produce(app, TOPIC_BY_SCHEMA[schema].name, [
+            (record["video_id"].encode(), encode(schema, record, validate_record=False)) for record in records])
+
+    async def start_like_updates(updates: list[LikeUpdateDue]) -> None:
+        if updates:
+            like_deliveries.extend(await start_sends("LikeUpdate", [like_update_record(update) for update in updates]))
 
     async def apply(schema: str, record: dict[str, Any], event: EventT) -> None:
         message = event.message
-        changed = processor.apply(schema, record, _ms(record["occurred_at"]), event, message.partition)
+        changed = processor.apply(schema, record, record["occurred_at"], event, message.partition)
         if message.timestamp:
-            event_lag.observe(max(0.0, time.time() - message.timestamp))
-        (applied_total if changed else ignored_total).inc()
+            counts.lag(max(0.0, time.time() - message.timestamp))
+        counts.event(changed)
         if changed and schema == "VideoLike":
-            await send_like_updates(processor.like_updates_due(time.monotonic(), record["video_id"]))
+            await start_like_updates(processor.like_updates_due(time.monotonic(), record["video_id"]))
 
     def parked(event: EventT) -> None:
         processor.taken(event, event.message.partition)
-        dead_total.inc()
+        counts.parked()
 
     @app.agent(engagement)
     async def heat(stream: faust.StreamT) -> None:
         manual = stream.noack()
         streams[:] = [manual]
-        await handle_events(app, manual, ENGAGEMENT, CONSUMER, apply, on_parked=parked)
+        # occurred_at as epoch milliseconds, as the processor takes it.
+        await handle_events(app, manual, ENGAGEMENT, CONSUMER, apply, on_parked=parked, logical_types=False)
 
     @app.timer(interval=min(1.0, settings.heat_checkpoint_interval_s / 2))
     async def checkpoint() -> None:
@@ -168,6 +194,23 @@ def create_heat_app(settings: Settings) -> faust.App:
                 processor.checkpoint_written(done)
         await ack_done()
 
+    @app.timer(interval=SWEEP_INTERVAL_S)
+    async def sweep() -> None:
+        """Entries past the retention that no event touches again: the processor decides what to
+        forget, the next checkpoint writes it (deletions as tombstones on the changelog)."""
+        now_ms = int(time.time() * 1000)
+        for partition in table_partitions(state):
+            after = None
+            while partition in table_partitions(state):  # else revoked meanwhile
+                raw = table_keys(state, partition, after, SWEEP_CHUNK)
+                if not raw:
+                    break
+                after = raw[-1]
+                keys = [orjson.loads(key) for key in raw if key[:1] == b'"']  # not Faust's offset key
+                async with checkpointing:  # never judge the store while a checkpoint is being written
+                    processor.sweep(partition, keys, now_ms)
+                await asyncio.sleep(0)
+
     @app.timer(interval=settings.heat_emit_interval_s)
     async def emit_scores() -> None:
         batch = processor.scores_due(int(time.time() * 1000))
@@ -176,9 +219,11 @@ def create_heat_app(settings: Settings) -> faust.App:
             if n and n % WRITES_PER_TURN == 0:
                 await asyncio.sleep(0)
             records.append(heat_record(due))
-        await send_events(heat_scores, "HeatScoreUpdated", records)
+        deliveries = await start_sends("HeatScoreUpdated", records)
+        if deliveries:
+            await asyncio.gather(*deliveries)  # one round trip for all
         processor.scores_sent(batch)
-        await send_like_updates(processor.like_updates_due(time.monotonic()))
+        await start_like_updates(processor.like_updates_due(time.monotonic()))
         await ack_done()
 
     return app
@@ -187,4 +232,9 @@ def create_heat_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings) -> None:
     mode.loop.use("uvloop")  # what `faust worker --loop uvloop` does
     app = create_heat_app(settings)
+    # What is loaded by now (modules, the app) lives as long as the process: out of the collector's
+    # way for good, and young collections far apart.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     faust.Worker(app, loglevel="info").execute_from_commandline()

@@ -29,7 +29,7 @@ marks its video due for a score again).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -242,6 +242,38 @@ def _action_order(action: list[int]) -> tuple[int, int]:
     return action[0], -action[1]  # at the same millisecond the unlike is the later one
 
 
+def _forget_old(pair: dict[str, Any], floor_ms: int) -> bool:
+    """Drop what is below the video's floor (its buckets are gone, no window reaches it); whether
+    anything was dropped. A liker's latest action stays: the like count needs it."""
+    sessions, dropped = pair["s"], False
+    for session_id in [sid for sid, session in sessions.items() if session[0] < floor_ms]:
+        del sessions[session_id]
+        dropped = True
+    top = [entry for entry in pair["t"] if entry[0] >= floor_ms]
+    if len(top) != len(pair["t"]):
+        pair["t"], dropped = top, True
+    likes = pair.get("l")
+    if likes is not None:
+        actions = likes[2]
+        old = [action for action in actions if action[0] < floor_ms]
+        if old:
+            dropped = True
+            del actions[:len(old)]
+            if not actions:
+                del pair["l"]  # idle for the retention: forgotten
+            else:
+                likes[0], likes[1] = old[-1][1] == 1, old[-1][0]
+    latest = pair.get("k")
+    if latest is not None and latest[1] == 0 and latest[0] < floor_ms:
+        del pair["k"]  # an old unlike: the same to the count as no action at all (older ones are refused)
+        dropped = True
+    return dropped
+
+
+def _is_empty(pair: dict[str, Any]) -> bool:
+    return not (pair["s"] or pair["t"] or "l" in pair or "k" in pair)
+
+
 class HeatProcessor:
     def __init__(self, store: Store, *, half_life_s: float, like_rule: LikeBroadcastRule = LikeBroadcastRule(),
                  limits: Limits = Limits()) -> None:
@@ -255,7 +287,7 @@ class HeatProcessor:
         self._dirty_pairs: set[str] = set()
         self._due: dict[str, int] = {}  # videos to score -> partition
         self._seq = 0
-        self._pending: OrderedDict[int, tuple[int, Any]] = OrderedDict()  # seq -> (partition, token)
+        self._pending: deque[tuple[int, Any]] = deque()  # (seq, token), in the order taken
         self._written = self._scored = 0
         self._last_checkpoint_s: float | None = None
         self._like_counts: dict[str, int] = {}  # videos whose count may need a broadcast
@@ -266,6 +298,9 @@ class HeatProcessor:
         # event whose bucket counts are not in the checkpoint, and that event, replayed after a
         # rebalance or a crash, would be a duplicate of itself, never counted (issue 13).
         self._held: set[str] = set()
+        # Entries of the checkpoint being written: not evicted until it is (the store is older).
+        self._in_flight: set[str] = set()
+        self._swept: dict[str, tuple[int, Any]] = {}  # key -> (partition, value or None): for the next checkpoint
 
     # Events ---------------------------------------------------------------------------------------
 
@@ -309,7 +344,7 @@ class HeatProcessor:
     def taken(self, token: Any, partition: int) -> None:
         """An event taken from `partition` (applied or not, dead-lettered too): acked in order."""
         self._seq += 1
-        self._pending[self._seq] = (partition, token)
+        self._pending.append((self._seq, token))
 
     def _view(self, video: _Video, pair: dict[str, Any], session_id: str, at_ms: int) -> bool:
         session = pair["s"].get(session_id)
@@ -340,7 +375,7 @@ class HeatProcessor:
                      duration_ms: int) -> list[Any] | None:
         sessions = pair["s"]
         if len(sessions) >= MAX_SESSIONS_PER_VIEWER:
-            self._forget_old_sessions(video, pair)
+            _forget_old(pair, video.floor * MINUTE_MS)
             if len(sessions) >= MAX_SESSIONS_PER_VIEWER:
                 return None
         session = sessions[session_id] = [at_ms, position_ms, duration_ms, []]
@@ -358,10 +393,14 @@ class HeatProcessor:
         session[0], session[1], session[2] = max(session[0], at_ms), max(session[1], position_ms), \
             max(session[2], duration_ms)
         minute, (completed, watched) = session[0] // MINUTE_MS, _contribution(session)
-        if minute != old_minute:  # counted by its last activity: it moves to that minute
-            video.add(old_minute, SESSIONS, -1)
-            video.add(minute, SESSIONS, 1)
         self._rank(video, pair, session_id, session[0])
+        if minute == old_minute:  # the usual tick: only what it raised changes
+            video.add(minute, COMPLETED, completed - old_completed)
+            video.add(minute, WATCHED, watched - old_watched)
+            return
+        # Counted by its last activity: the session moves to that minute.
+        video.add(old_minute, SESSIONS, -1)
+        video.add(minute, SESSIONS, 1)
         video.add(old_minute, COMPLETED, -old_completed)
         video.add(minute, COMPLETED, completed)
         video.add(old_minute, WATCHED, -old_watched)
@@ -397,25 +436,6 @@ class HeatProcessor:
                     video.add(old, index, -1)
                 if new is not None:
                     video.add(new, index, 1)
-
-    @staticmethod
-    def _forget_old_sessions(video: _Video, pair: dict[str, Any]) -> None:
-        """Drop what is below the video's floor: its buckets are gone, no window reaches it."""
-        floor_ms = video.floor * MINUTE_MS
-        sessions = pair["s"]
-        for session_id in [sid for sid, session in sessions.items() if session[0] < floor_ms]:
-            del sessions[session_id]
-        pair["t"] = [entry for entry in pair["t"] if entry[0] >= floor_ms]
-        likes = pair.get("l")
-        if likes is not None:
-            actions = likes[2]
-            old = [action for action in actions if action[0] < floor_ms]
-            if old:
-                del actions[:len(old)]
-                if not actions:
-                    del pair["l"]  # idle for the retention: forgotten
-                else:
-                    likes[0], likes[1] = old[-1][1] == 1, old[-1][0]
 
     def _like(self, video: _Video, pair: dict[str, Any], like: bool, at_ms: int) -> bool:
         record = pair.setdefault("l", [None, None, []])
@@ -471,7 +491,8 @@ class HeatProcessor:
         key = pair_key(video.id, user_id)
         pair = self._pairs.get(key)
         if pair is None:
-            data = self._store(key)
+            swept = self._swept.get(key)
+            data = self._store(key) if swept is None else swept[1]
             pair = self._pairs[key] = _Pair(video.id, video.partition, data or {"s": {}, "t": []})
             if not data:
                 pair.floor = video.floor  # nothing to prune
@@ -481,7 +502,7 @@ class HeatProcessor:
             self._held.discard(key)
             pair.data = _copy_pair(pair.data)
         if pair.floor < video.floor:  # at most once an hour per entry
-            self._forget_old_sessions(video, pair.data)
+            _forget_old(pair.data, video.floor * MINUTE_MS)
             pair.floor = video.floor
         return pair
 
@@ -492,7 +513,7 @@ class HeatProcessor:
             if len(cache) <= limit:
                 continue
             for key in list(cache)[:len(cache) - limit]:
-                if key not in dirty:
+                if key not in dirty and key not in self._in_flight:
                     del cache[key]
 
     def revoke(self) -> None:
@@ -507,6 +528,8 @@ class HeatProcessor:
         self._due.clear()
         self._pending.clear()
         self._held.clear()
+        self._in_flight.clear()
+        self._swept.clear()
         self._generation += 1
 
     def is_current(self, checkpoint: Checkpoint) -> bool:
@@ -516,14 +539,14 @@ class HeatProcessor:
     # Checkpoints, scores, like updates, acks --------------------------------------------------------
 
     def checkpoint_due(self, now_s: float) -> bool:
-        if not (self._dirty_videos or self._dirty_pairs):
+        if not (self._dirty_videos or self._dirty_pairs or self._swept):
             if self._written < self._seq:
                 self._written = self._seq  # nothing changed since: nothing to write
             return False
         if self._last_checkpoint_s is None:
             self._last_checkpoint_s = now_s
         return (now_s - self._last_checkpoint_s >= self._limits.checkpoint_interval_s
-                or len(self._dirty_pairs) + len(self._dirty_videos) >= self._limits.max_dirty_entries)
+                or len(self._dirty_pairs) + len(self._dirty_videos) + len(self._swept) >= self._limits.max_dirty_entries)
 
     def checkpoint(self, now_s: float) -> Checkpoint:
         """What the store must receive for every change so far; call `checkpoint_written` once the
@@ -551,20 +574,61 @@ class HeatProcessor:
                 video.dirty_meta = False
         for key in self._dirty_pairs:
             pair = self._pairs[key]
-            data = pair.data
-            empty = not (data["s"] or data["t"] or "l" in data or "k" in data)
-            write(pair.partition, key, None if empty else data)
+            write(pair.partition, key, None if _is_empty(pair.data) else pair.data)
             self._held.add(key)
+        for key, (partition, value) in self._swept.items():
+            if key not in self._dirty_pairs:  # else the cached entry, written above, is newer
+                write(partition, key, value)
+        self._in_flight = self._dirty_pairs | self._dirty_videos
         self._dirty_videos.clear()
-        self._dirty_pairs.clear()
+        self._dirty_pairs = set()
+        self._swept.clear()
         self._last_checkpoint_s = now_s
-        self._evict()
         return checkpoint
 
     def checkpoint_written(self, checkpoint: Checkpoint) -> None:
         if self.is_current(checkpoint):
             self._held.clear()
             self._written = max(self._written, checkpoint.seq)
+            self._in_flight = set()
+            self._evict()
+
+    def sweep(self, partition: int, keys: Iterable[str], now_ms: int) -> int:
+        """Forget what no window can use any more among stored keys of `partition` (the agent lists
+        them from the store a chunk at a time, in key order: a partition's videos before its viewers,
+        and never while a checkpoint is being written). A video without an event for longer than the
+        retention before the wall clock `now_ms` gets its watermark raised to `now_ms`: its hours go
+        and older events are refused, as if an event had come at `now_ms`. A viewer's entry with
+        nothing left inside its video's retention is deleted, a liker's reduced to the latest action.
+        The writes go out with the next checkpoint; how many are to be made."""
+        changes = 0
+        for key in keys:
+            kind, video_id, *rest = key.split("\x00")
+            if kind == "m":
+                cached = self._videos.get(video_id)
+                meta = self._store(key) if cached is None else None
+                wm, hours = (cached.wm, cached.hours) if cached is not None else (
+                    (meta["wm"], meta["hours"]) if meta else (None, ()))
+                if wm is None or wm >= now_ms - RETENTION_MS or not hours:
+                    continue  # an event came within the retention (its own moves prune it), or nothing left
+                video = self._video(video_id, partition)
+                video.wm = now_ms
+                video.dirty_meta = True
+                video.prune(_floor_minute(now_ms))
+                self._dirty_videos.add(video_id)
+                changes += 1
+            elif kind == "p" and key not in self._pairs and key not in self._swept:
+                video = self._videos.get(video_id)
+                if video is not None:
+                    floor = video.floor
+                else:
+                    meta = self._store(video_key(video_id))
+                    floor = _floor_minute(meta["wm"]) if meta and meta["wm"] is not None else _NO_FLOOR
+                data = self._store(key)
+                if data is not None and _forget_old(data, floor * MINUTE_MS):
+                    self._swept[key] = (partition, None if _is_empty(data) else data)
+                    changes += 1
+        return changes
 
     def scores_due(self, now_ms: int) -> ScoreBatch:
         """Scores of every video that took an event since the last batch, for each window; call
@@ -593,11 +657,9 @@ class HeatProcessor:
         the order they were taken (so per partition in offset order)."""
         done = min(self._written, self._scored)
         tokens = []
-        while self._pending:
-            seq = next(iter(self._pending))
-            if seq > done:
-                break
-            tokens.append(self._pending.pop(seq)[1])
+        pending = self._pending
+        while pending and pending[0][0] <= done:
+            tokens.append(pending.popleft()[1])
         return tokens
 
     def like_updates_due(self, now_s: float, video_id: str | None = None) -> list[LikeUpdateDue]:

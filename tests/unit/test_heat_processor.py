@@ -22,6 +22,7 @@ from processors.heat_score.processor import (
     HeatProcessor,
     Limits,
     pair_key,
+    video_key,
 )
 from processors.heat_score.score import MAX_WINDOW_MS, WindowStats, heat_score
 
@@ -442,3 +443,69 @@ def test_order_duplicates_and_checkpoints_do_not_change_the_stats(events: list[E
     end = T + MIN
     for window_ms in (HOUR, 30 * MIN, MAX_WINDOW_MS):
         assert_stats(restarted.stats(window_ms, end), reference_stats(events, window_ms, end))
+
+
+def sweep(harness: Harness, now_ms: int) -> int:
+    """What the agent's sweep does: every stored key, in the store's order (videos before viewers)."""
+    return harness.processor.sweep(0, sorted(harness.store), now_ms)
+
+
+def test_the_sweep_deletes_entries_past_the_retention_that_no_event_touches() -> None:
+    harness = Harness(limits=Limits(max_cached_pairs=0, max_cached_videos=0))  # all of it in the store
+    harness.feed([("view", f"u{n}", f"s{n}", T - 30 * MIN) for n in range(10)])
+    harness.feed([("like", "u1", True, T - 20 * MIN), ("like", "u2", True, T - 20 * MIN),
+                  ("like", "u2", False, T - 10 * MIN)])
+    harness.feed([("view", "w1", "x1", T - 30 * MIN)], video="w")
+    harness.checkpoint()
+    stored = dict(harness.store)
+    assert sweep(harness, T + 20 * HOUR) == 0 and not harness.processor.checkpoint_due(1e9)  # inside the retention
+    assert harness.store == stored
+    harness.feed([("view", "w2", "x2", T + 26 * HOUR)], video="w")  # w goes on; v sees nothing more
+    harness.checkpoint()
+    now = T + 26 * HOUR + MIN
+    assert sweep(harness, now) > 0
+    harness.checkpoint()
+    # v: its watermark raised to the clock, its hours gone; of its viewers only the liker's latest
+    # action is left. w: the viewer of 26 hours ago is gone, the new one stays.
+    assert sorted(key for key in harness.store if key.startswith(("p", "h"))) == [
+        f"h\x00w\x00{(T + 26 * HOUR) // HOUR}", pair_key(VIDEO, "u1"), pair_key("w", "w2")]
+    assert harness.read(pair_key(VIDEO, "u1")) == {"s": {}, "t": [], "k": [T - 20 * MIN, 1]}
+    assert sweep(harness, now) == 0  # nothing more to forget
+    # Nothing of it was still counted: the like count stays, a returning viewer is a new one.
+    restored = Harness(harness.store)
+    assert restored.stats(MAX_WINDOW_MS, now // MIN * MIN + MIN, video="w").unique_viewers == 1
+    assert restored.apply(("view", "u3", "s9", T - 10 * MIN)) is False  # older than the raised retention
+    restored.feed([("view", "u3", "s9", now), ("like", "u1", False, now)])
+    stats = restored.stats(MAX_WINDOW_MS, now // MIN * MIN + MIN)
+    assert (stats.unique_viewers, stats.sessions, stats.net_likes) == (1, 1, -1)
+    assert harness.read(video_key(VIDEO))["likes"] == 1
+    restored.checkpoint()
+    assert restored.read(video_key(VIDEO))["likes"] == 0  # u1's unlike took back the like the sweep kept
+
+
+def test_the_sweep_leaves_entries_in_memory_to_their_events() -> None:
+    harness = Harness()
+    harness.feed([("view", "u", "s", T)])
+    harness.checkpoint()
+    harness.feed([("view", "u", "s2", T + 26 * HOUR)])  # in memory, not yet written
+    # The stored entry is wholly below the new retention, but the one in memory is newer: the sweep
+    # leaves it to the checkpoint (and its old session to the entry's next use).
+    assert sweep(harness, T + 26 * HOUR + MIN) == 0
+    harness.checkpoint()
+    assert sorted(harness.read(pair_key(VIDEO, "u"))["s"]) == ["s", "s2"]
+
+
+def test_entries_of_a_checkpoint_being_written_are_not_evicted() -> None:
+    harness = Harness(limits=Limits(max_cached_pairs=1))
+    harness.feed([("view", f"u{n}", f"s{n}", T - MIN) for n in range(3)])
+    in_flight = harness.processor.checkpoint(0.0)  # not yet in the store
+    harness.processor.scores_due(T)  # evicts what it may
+    harness.apply(("view", "u0", "s0b", T - MIN))  # must come from memory: the store has nothing yet
+    assert harness.stats(HOUR, T).sessions == 4
+    for writes in in_flight.writes.values():
+        for key, value in writes:
+            harness.store[key] = json.dumps(value)
+    harness.processor.checkpoint_written(in_flight)
+    harness.checkpoint()
+    assert len(harness.processor._pairs) <= 1
+    assert Harness(harness.store).stats(HOUR, T).sessions == 4
