@@ -15,13 +15,12 @@ batch of events and every LUSTRAX_TAKEDOWN_TICK_S.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
@@ -31,10 +30,15 @@ from catalog.cases import CaseBook
 from catalog.feed import TRUST_TOPICS, CatalogFeed
 from common.errors import LustraxError
 from common.settings import Settings
-from infra.edge.invalidation import PendingInvalidations, VideoInvalidator, video_invalidator
+from infra.edge.invalidation import (
+    PendingInvalidations,
+    VideoInvalidator,
+    video_invalidator,
+)
 from infra.kafka.producer import OutgoingMessage, produce_acknowledged
 from infra.s3.buckets import delete_prefix, read_object, s3_client
 from infra.s3.layout import moderation_record_key, public_prefix
+from processors.loopback import JsonHandler
 from processors.moderation.moderate import ModerationRecord
 from processors.moderation.publish import publish_ladder
 from processors.takedown.machine import REMOVE, REPUBLISH, Effect, Policy, due
@@ -170,21 +174,14 @@ class TakedownAgent:
         return True
 
 
-def _health_handler(agent: TakedownAgent) -> type[BaseHTTPRequestHandler]:
-    class Health(BaseHTTPRequestHandler):
+def _health_handler(agent: TakedownAgent) -> type[JsonHandler]:
+    class Health(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
             ready = self.path == "/healthz" and agent.feed.caught_up.is_set()
-            body = json.dumps({"status": "ok" if ready else "starting", "cases": len(agent.book),
-                               "performed": agent.performed, "last_error": agent.last_error,
-                               "invalidations_pending": len(agent.invalidations or ())}).encode()
-            self.send_response(200 if ready else (404 if self.path != "/healthz" else 503))
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
+            self.reply(200 if ready else (404 if self.path != "/healthz" else 503),
+                       {"status": "ok" if ready else "starting", "cases": len(agent.book),
+                        "performed": agent.performed, "last_error": agent.last_error,
+                        "invalidations_pending": len(agent.invalidations or ())})
 
     return Health
 
