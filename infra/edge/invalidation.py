@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CLOUDFRONT_REGION = "us-east-1"
 
 
-def cloudfront_client(settings: Settings) -> Any:
+def cloudfront_client() -> Any:
     """The default credential chain (an IAM role in production), never the S3 server's keys."""
     return boto3.client("cloudfront", region_name=CLOUDFRONT_REGION,
                         config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
@@ -62,7 +62,7 @@ def video_invalidator(settings: Settings) -> VideoInvalidator | None:
     """None for the local edge (no distribution id): it caches nothing."""
     if settings.cloudfront_distribution_id is None:
         return None
-    return VideoInvalidator(cloudfront_client(settings), settings.cloudfront_distribution_id)
+    return VideoInvalidator(cloudfront_client(), settings.cloudfront_distribution_id)
 
 
 class PendingInvalidations:
