@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -45,8 +46,30 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_CHOSEN_PORT = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A loopback port free now, for a server started later. Chosen below the kernel's ephemeral
+    range: a port from that range (what binding port 0 gives) can be taken by any outgoing
+    connection's local end before the server binds it, and a Kafka client makes many. Never the
+    same port twice in one process."""
+    upper = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(_LOWEST_CHOSEN_PORT, upper)
+        if port not in _handed_out and port_is_free(host, port):
+            _handed_out.add(port)
+            return port
+    with socket.socket() as sock:  # nothing free below the range: let the kernel choose
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
