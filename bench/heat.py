@@ -1,7 +1,7 @@
 """Heat benchmark: Kafka -> Faust heat worker + ClickHouse sink, against baselines of the same run.
 
     .venv/bin/python -m bench.heat [--events 50000] [--rate 5000] [--seconds 20] [--videos 500]
-                                   [--workers 2] [--pairs N ...] [--faust-variants]
+                                   [--workers 2] [--steady-workers 1] [--pairs N ...] [--faust-variants]
 
 1. Throughput on backlogs of three traffic shapes, clock from the first event taken to the last
    one done, startup left out:
@@ -20,13 +20,16 @@
    rate runs from its own first event taken (its start-up left out, as the agent's is).
    With --faust-variants, the do-nothing agent also runs without uvloop and without Faust's
    Cython extensions (NO_CYTHON=1) on the uniform backlog: what each gives.
-2. --workers heat workers in one group on a new uniform backlog (0 to skip), after they have
-   joined and recovered their state once off the clock.
-3. Lag at a steady offered rate: uniform events produced at --rate for --seconds with
-   occurred_at = send time. Sink lag = ClickHouse `ingested_at - occurred_at` per row (p50/p99).
-   Worker lag = Kafka record timestamp to applied in the worker's state, from the worker's
-   lustrax_heat_event_lag_seconds histogram over the phase (p50/p99, interpolated within buckets
-   as Prometheus' histogram_quantile does).
+2. Scaling: one running heat worker, then --workers of them in one group (0 or 1 to skip), take
+   a burst of --events uniform events produced at once (encoded beforehand: produced many times
+   faster than taken), the sink running too; events/s from the first taken to the last. The new
+   workers join and recover their state off the clock, as in a running deployment.
+3. Lag at a steady offered rate, to --steady-workers running workers: uniform events made and
+   encoded beforehand, produced at --rate for --seconds, occurred_at = the time each is due.
+   Sink lag = ClickHouse `ingested_at - occurred_at` per row (p50/p99). Worker lag = Kafka record
+   timestamp to applied in a worker's state, from the workers' lustrax_heat_event_lag_seconds
+   histograms over the phase (p50/p99, interpolated within buckets as Prometheus'
+   histogram_quantile does).
 4. Peak RSS (VmHWM) of the heat worker; with --pairs N [M ...], after views of N distinct
    (video, viewer) pairs in the last 24 h, then of M in all, ... (and how long each took).
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import random
 import re
@@ -48,11 +52,11 @@ import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from fastavro import schemaless_reader
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,6 +76,8 @@ from schemas.registry import writer_schema_for
 from schemas.topics import TOPIC_BY_SCHEMA
 
 ENGAGEMENT = ("VideoView", "WatchTick", "VideoLike")
+COORDINATOR_NOT_READY = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                         KafkaError.COORDINATOR_NOT_AVAILABLE)
 Event = tuple[str, dict[str, Any]]
 VIRAL_VIEWERS, VIRAL_REWATCHERS, VIRAL_COMPLETED = 5_000, 1_000, 1_500
 
@@ -143,16 +149,30 @@ def pair_views(first: int, count: int, seed: int) -> Iterator[Event]:
 
 
 def produce(bootstrap: str, events: Iterable[Event]) -> None:
+    produce_encoded(bootstrap, ((TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
+                                for schema, record in events))
+
+
+def produce_encoded(bootstrap: str, records: Iterable[tuple[str, bytes, bytes]],
+                    schedule: Callable[[int], None] | None = None) -> int:
+    """Produce (topic, value, key) records; `schedule(n)`, when given, is called before the n-th
+    and waits until it is due. The number produced, all acknowledged."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
-    for schema, record in events:
+    n = 0
+    for topic, value, key in records:
+        if schedule is not None:
+            schedule(n)
         while True:
             try:
-                producer.produce(TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
+                producer.produce(topic, value, key)
                 break
             except BufferError:
                 producer.poll(0.01)
         producer.poll(0)
-    producer.flush(60)
+        n += 1
+    if producer.flush(60):
+        raise RuntimeError("records left unacknowledged")
+    return n
 
 
 def group_lag(bootstrap: str, group: str) -> int:
@@ -160,7 +180,14 @@ def group_lag(bootstrap: str, group: str) -> int:
     try:
         partitions = [TopicPartition(TOPIC_BY_SCHEMA[s].name, p) for s in ENGAGEMENT
                       for p in range(TOPIC_BY_SCHEMA[s].partitions)]
-        committed = consumer.committed(partitions, timeout=10)
+        for attempt in range(50):
+            try:
+                committed = consumer.committed(partitions, timeout=10)
+                break
+            except KafkaException as exc:  # the group coordinator still loading after a start
+                if exc.args[0].code() not in COORDINATOR_NOT_READY or attempt == 49:
+                    raise
+                time.sleep(0.2)
         lag = 0
         for tp in committed:
             _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
@@ -211,6 +238,11 @@ def lag_buckets(metrics: str) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) of the worker's lag histogram."""
     return [(float(sample.labels["le"]), sample.value) for family in text_string_to_metric_families(metrics)
             for sample in family.samples if sample.name == "lustrax_heat_event_lag_seconds_bucket"]
+
+
+def summed_buckets(per_worker: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """The workers' lag histograms as one (the same bounds in each)."""
+    return [(rows[0][0], sum(count for _, count in rows)) for rows in zip(*per_worker, strict=True)]
 
 
 def bucket_quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
@@ -290,6 +322,42 @@ class Bench:
                 worker.process.stop()
         del self.workers[count:]
 
+    def settle(self, timeout_s: float = 300) -> None:
+        """Until every worker has been assigned its partitions and recovered their state (its
+        /healthz says ready, twice in a row)."""
+        deadline, calm = time.monotonic() + timeout_s, 0
+        while calm < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the heat workers did not settle")
+            states = []
+            for worker in self.workers:
+                with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/healthz", timeout=10) as response:
+                    states.append(json.loads(response.read()))
+            calm = calm + 1 if all(state["ready"] for state in states) else 0
+            time.sleep(0.5)
+
+    def burst(self, events: list[Event]) -> float:
+        """The running, settled workers take `events`, produced at once (encoded beforehand, and
+        produced many times faster than the workers take them: a backlog with nobody restarted):
+        events/s from the first one taken to the last."""
+        encoded = [(TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
+                   for schema, record in events]
+        before = self.taken()
+        sender = threading.Thread(target=produce_encoded, args=(self.settings.kafka_bootstrap, encoded))
+        sender.start()
+        first = 0.0
+        while True:
+            taken = self.taken() - before
+            now = time.perf_counter()
+            if taken and not first:
+                first = now
+            if taken >= len(encoded):
+                break
+            time.sleep(0.05)
+        sender.join()
+        self.produced += len(encoded)
+        return len(encoded) / max(now - first, 1e-9)
+
     def taken(self) -> int:
         total = 0
         for worker in self.workers:
@@ -358,6 +426,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--videos", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steady-workers", type=int, default=1, help="heat workers in the steady-rate phase")
     parser.add_argument("--pairs", type=int, nargs="*", default=[],
                         help="distinct (video, viewer) pairs in all after each step: peak RSS after each")
     parser.add_argument("--faust-variants", action="store_true",
@@ -409,38 +478,49 @@ def main() -> int:
               f"(want {VIRAL_COMPLETED / (VIRAL_VIEWERS + VIRAL_REWATCHERS)})")
 
         if args.workers > 1:
-            one_eps = len(shapes["uniform"]) / bench.catch_up(
-                [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])[1]
-            bench.use_workers(args.workers)
-            # Off the clock: the new workers join and recover their partitions' state from the
+            # Running workers (the sink too) take a burst: no start-up, rebalance or recovery on
+            # the clock. Off it, the new workers join and recover their partitions' state from the
             # changelog (a new worker's store starts empty), as a running deployment has done.
             bench.catch_up([])
-            several_eps = len(shapes["uniform"]) / bench.catch_up(
-                [make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])[1]
-            print(f"uniform, heat workers only: 1 worker {one_eps:,.0f} events/s; {args.workers} workers "
-                  f"{several_eps:,.0f} events/s = {several_eps / one_eps:.2f}x")
-            bench.use_workers(1)
+            bench.settle()
+            one_eps = bench.burst([make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])
+            bench.use_workers(args.workers)
             bench.catch_up([])
+            bench.settle()
+            several_eps = bench.burst([make_event(rng, args.videos, datetime.now(UTC)) for _ in range(args.events)])
+            print(f"uniform burst to running heat workers: 1 worker {one_eps:,.0f} events/s; {args.workers} "
+                  f"workers {several_eps:,.0f} events/s = {several_eps / one_eps:.2f}x")
 
-        # Steady rate: produce on schedule; the worker's lag histogram before and after.
-        port = bench.workers[0].port
-        lag_before = lag_buckets(worker_metrics(port))
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
-        marker = datetime.now(UTC)
-        begin, sent = time.perf_counter(), 0
-        while time.perf_counter() - begin < args.seconds:
-            due = int((time.perf_counter() - begin) * args.rate)
-            while sent < due:
-                schema, record = make_event(rng, args.videos, datetime.now(UTC))
-                producer.produce(TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
-                sent += 1
-            producer.poll(0)
-            time.sleep(0.002)
-        producer.flush(30)
+        # Steady rate, to --steady-workers running workers: events made and encoded beforehand (the
+        # sink shares this process), occurred_at = the time each is due, produced on that schedule.
+        bench.use_workers(args.steady_workers)
+        bench.catch_up([])
+        bench.settle()
+        lag_before = [lag_buckets(worker_metrics(worker.port)) for worker in bench.workers]
+        count = int(args.rate * args.seconds)
+        timed = time.perf_counter()
+        for _ in range(2000):
+            schema, record = make_event(rng, args.videos, datetime.now(UTC))
+            encode(schema, record)
+        begin = time.time() + 3 + 1.5 * count * (time.perf_counter() - timed) / 2000  # after the encoding below
+        planned = [make_event(rng, args.videos, datetime.fromtimestamp(begin + n / args.rate, UTC))
+                   for n in range(count)]
+        encoded = [(TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
+                   for schema, record in planned]
+        del planned
+        marker = datetime.fromtimestamp(begin, UTC)
+
+        def due(n: int) -> None:
+            ahead = begin + n / args.rate - time.time()
+            if ahead > 0.002:
+                time.sleep(ahead)
+
+        time.sleep(max(0.0, begin - time.time()))
+        sent = produce_encoded(settings.kafka_bootstrap, encoded, schedule=due)
         bench.produced += sent
-        offered = sent / (time.perf_counter() - begin)
+        offered = sent / (time.time() - begin)
         time.sleep(5)
-        lag_after = lag_buckets(worker_metrics(port))
+        lag_after = [lag_buckets(worker_metrics(worker.port)) for worker in bench.workers]
         with bench.lock:
             [(p50, p99, n)] = client.query(
                 f"SELECT quantile(0.5)(d), quantile(0.99)(d), count() FROM (SELECT "
@@ -449,12 +529,16 @@ def main() -> int:
             ).result_rows
         print(f"lag at {offered:,.0f} uniform events/s offered for {args.seconds:.0f} s:")
         print(f"  Kafka -> ClickHouse (sink, per row):   p50 {p50:6.2f} s   p99 {p99:6.2f} s   (n={n})")
-        print(f"  Kafka -> heat state (worker, per event): p50 {bucket_quantile(lag_before, lag_after, 0.5):6.2f} s"
-              f"   p99 {bucket_quantile(lag_before, lag_after, 0.99):6.2f} s   (n={lag_after[-1][1] - lag_before[-1][1]:.0f})")
+        before, after = summed_buckets(lag_before), summed_buckets(lag_after)
+        print(f"  Kafka -> heat state ({len(bench.workers)} worker(s), per event): p50 "
+              f"{bucket_quantile(before, after, 0.5):6.2f} s   p99 {bucket_quantile(before, after, 0.99):6.2f} s"
+              f"   (n={after[-1][1] - before[-1][1]:.0f})")
         worker = bench.workers[0]
         assert worker.process is not None and worker.process.pid is not None
         print(f"heat worker peak RSS: {peak_rss_mib(worker.process.pid):.0f} MiB after {bench.produced:,} events")
         made = 0
+        if args.pairs:
+            bench.use_workers(1)  # one worker holds all the pairs
         for total in args.pairs:
             began = time.perf_counter()
             _, worker_s, _ = bench.catch_up(pair_views(made, total - made, seed=total))

@@ -21,13 +21,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.settings import Settings
-from processors.faust_internals import Transport
+from processors.faust_internals import RestartStickyAssignor, Transport
 from schemas.codec import decode, encode
 from schemas.dead_letters import DeadLetter
 from schemas.errors import SchemaError
 from schemas.topics import DEAD_LETTER_TOPIC
 
 log = logging.getLogger(__name__)
+SESSION_TIMEOUT_S = 10.0  # a member gone this long leaves its group (see faust_app)
 
 
 def faust_app(name: str, settings: Settings, web_port: int, *, instance: str | None = None,
@@ -57,15 +58,20 @@ def faust_app(name: str, settings: Settings, web_port: int, *, instance: str | N
         # heartbeat every 3 s (aiokafka's own thread sends them, so a busy event loop does not
         # miss one). docs/operations.md has the measured costs.
         consumer_group_instance_id=f"lustrax-{name}-{socket.gethostname()}-{web_port}",
-        broker_session_timeout=10.0,
+        broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=3.0,
+        # Each worker claims its partitions of before a restart again (processors/faust_internals.py 4.).
+        PartitionAssignor=RestartStickyAssignor,
         **config,
     )
     app.transport = Transport(app.conf.broker_consumer, app)  # before any topic: they bind to it
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "app": app.conf.id})
+        # Alive from the start; `ready` once it has its partitions and their tables' state, and is
+        # not rebalancing or recovering again (only then does it take events).
+        ready = app.tables.recovery.completed.is_set() and not (app.rebalancing or app.in_recovery)
+        return web.json({"status": "ok", "app": app.conf.id, "ready": ready})
 
     return app
 

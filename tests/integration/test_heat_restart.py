@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,14 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
 from common.settings import Settings
+from processors.app import SESSION_TIMEOUT_S
 from schemas.codec import encode
 from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
-from tests.helpers import heat_worker_counts, running_service, stable_port
+from tests.helpers import heat_worker_counts, running_service, running_services, stable_port
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +221,52 @@ def test_two_workers_rebalance_mid_stream_lose_nothing_and_count_nothing_twice(s
             # Both took part: the second worker applied events too.
             assert heat_worker_counts(second)["applied"] > 0
             _wait_committed(first)
+
+
+def _stable_assignment(settings: Settings, workers: int = 2, group: str = "lustrax-heat",
+                       timeout_s: float = 60) -> dict[str, set[tuple[str, int]]]:
+    """Once the group is stable with `workers` members holding partitions: each member's
+    partitions, by its static instance id (one per worker: processors/app.py)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+        description = future.result()
+        held = {member.group_instance_id: {(tp.topic, tp.partition) for tp in member.assignment.topic_partitions}
+                for member in description.members}
+        if description.state == ConsumerGroupState.STABLE and len(held) == workers and all(held.values()):
+            return held
+        time.sleep(0.2)
+    raise AssertionError(f"the heat group never became stable with {workers} members")
+
+
+def _wait_ready(settings: Settings, timeout_s: float = 60) -> None:
+    """Until the worker's /healthz says it has its partitions and their state."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.heat_web_port}/healthz", timeout=10) as response:
+            if orjson.loads(response.read())["ready"]:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the heat worker on {settings.heat_web_port} never became ready")
+
+
+def test_two_workers_restarted_together_keep_their_partitions(stack: Settings) -> None:
+    """A deploy restarts every worker: each claims what it held, instead of the leader dealing the
+    partitions out afresh (each worker would then re-read the others' changelogs first)."""
+    first, second = (stack.model_copy(update={"heat_web_port": stable_port(f"heat-{n}")}) for n in (1, 2))
+    specs = [(first, "heat", first.heat_web_port), (second, "heat", second.heat_web_port)]
+    # The first worker takes all six partitions, then hands some to the second as it joins: the
+    # two then hold what that rebalance left them, not what a fresh deal would give each.
+    with running_services(specs[:1]):
+        _wait_ready(first)
+        with running_services(specs[1:]):
+            _wait_ready(second)
+            before = _stable_assignment(first)
+    # Down longer than the session timeout (processors/app.py): the broker forgets both members,
+    # and their return is a new deal, not the broker's cached assignment of a static rejoin.
+    time.sleep(SESSION_TIMEOUT_S + 1)
+    with running_services(list(reversed(specs))):
+        for settings in (first, second):
+            _wait_ready(settings)
+        assert _stable_assignment(first) == before
