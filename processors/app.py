@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.settings import Settings
-from processors.faust_internals import RestartStickyAssignor, Transport
+from processors.faust_internals import RestartStickyAssignor, Transport, produce
 from schemas.codec import decode, encode
 from schemas.dead_letters import DeadLetter
 from schemas.errors import SchemaError
-from schemas.topics import DEAD_LETTER_TOPIC
+from schemas.topics import DEAD_LETTER_TOPIC, TOPIC_BY_SCHEMA
 
 log = logging.getLogger(__name__)
 SESSION_TIMEOUT_S = 10.0  # a member gone this long leaves its group (see faust_app)
@@ -88,16 +88,25 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-async def send_events(topic: faust.TopicT, schema: str, records: list[dict[str, Any]]) -> None:
+async def start_sending(app: faust.App, schema: str, records: list[dict[str, Any]], *,
+                        validate: bool = True) -> list[asyncio.Future[Any]]:
+    """Encode `records` as `schema` and hand them to the app's producer, keyed by video id, to the
+    schema's topic; the broker's acknowledgements, to await before the input is acked.
+    `validate=False` skips the schema's validation, for records built field by field from numbers
+    the caller already checked (the heat worker's: tests/unit/test_heat_worker_parts.py)."""
+    return await produce(app, TOPIC_BY_SCHEMA[schema].name, [
+        (record["video_id"].encode(), encode(schema, record, validate_record=validate)) for record in records])
+
+
+async def send_events(app: faust.App, schema: str, records: list[dict[str, Any]]) -> None:
     """Produce all, then wait until the broker has each (one round trip for many, not one each)."""
-    pending = [await topic.send(key=record["video_id"].encode(), value=encode(schema, record))
-               for record in records]
-    if pending:
-        await asyncio.gather(*pending)
+    deliveries = await start_sending(app, schema, records)
+    if deliveries:
+        await asyncio.gather(*deliveries)
 
 
-async def send_event(topic: faust.TopicT, schema: str, record: dict[str, Any]) -> None:
-    await send_events(topic, schema, [record])
+async def send_event(app: faust.App, schema: str, record: dict[str, Any]) -> None:
+    await send_events(app, schema, [record])
 
 
 async def dead_letter(app: faust.App, message: Any, consumer: str, reason: str) -> None:
@@ -106,9 +115,8 @@ async def dead_letter(app: faust.App, message: Any, consumer: str, reason: str) 
     log.warning("dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
     parked = DeadLetter(consumer, reason, message.topic, message.partition, message.offset,
                         message.key if isinstance(message.key, bytes) else b"", message.value or b"")
-    pending = await raw_topic(app, DEAD_LETTER_TOPIC.name).send(key=parked.key, value=parked.value,
-                                                                 headers=dict(parked.headers()))
-    await pending
+    [delivery] = await produce(app, DEAD_LETTER_TOPIC.name, [(parked.key, parked.value)], headers=parked.headers())
+    await delivery
 
 
 async def handle_each(app: faust.App, stream: faust.StreamT, schema: str, consumer: str,

@@ -122,12 +122,14 @@ async def write_table(table: faust.Table, partition: int, items: Iterable[tuple[
     return count
 
 
-async def produce(app: faust.App, topic: str, records: Iterable[tuple[bytes, bytes]]) -> list[Any]:
-    """Hand encoded (key, value) records to the app's aiokafka producer, partitioned by key as
-    `topic.send` would, without Faust's per-message layers (serializers, FutureMessage, callbacks,
-    sensors: most of a send's cost); the broker's acknowledgements, to await when they are needed."""
+async def produce(app: faust.App, topic: str, records: Iterable[tuple[bytes, bytes]],
+                  headers: list[tuple[str, bytes]] | None = None) -> list[Any]:
+    """Hand encoded (key, value) records, each with `headers`, to the app's aiokafka producer,
+    partitioned by key as `topic.send` would, without Faust's per-message layers (serializers,
+    FutureMessage, callbacks, sensors: most of a send's cost); the broker's acknowledgements, to
+    await when they are needed. The project's one way to produce from a Faust app."""
     producer = app.producer._ensure_producer()
-    return [await producer.send(topic, value=value, key=key) for key, value in records]
+    return [await producer.send(topic, value=value, key=key, headers=headers) for key, value in records]
 
 
 def table_partitions(table: faust.Table) -> list[int]:

@@ -24,12 +24,11 @@ from faust.types import EventT
 from prometheus_client import CollectorRegistry
 
 from common.settings import Settings
-from processors.app import expose_metrics, faust_app, handle_events
-from processors.faust_internals import faust_speedups, produce, read_table, table_keys, table_partitions, write_table
+from processors.app import expose_metrics, faust_app, handle_events, start_sending
+from processors.faust_internals import faust_speedups, read_table, table_keys, table_partitions, write_table
 from processors.heat_score.like_rule import LikeBroadcastRule
 from processors.heat_score.metrics import HeatMetrics
 from processors.heat_score.processor import HeatProcessor, LikeUpdateDue, Limits, ScoreDue
-from schemas.codec import encode
 from schemas.envelope import new_record
 from schemas.topics import HEAT_TABLES, TOPIC_BY_SCHEMA
 
@@ -145,10 +144,8 @@ def create_heat_app(settings: Settings) -> faust.App:
                 await streams[0].ack(token)
 
     async def start_sends(schema: str, records: list[dict[str, Any]]) -> list[Any]:
-        # Built here from the processor's numbers: the schema's validation would only repeat it
-        # (tests/unit/test_heat_worker_parts.py checks that these records pass it).
-        return await produce(app, TOPIC_BY_SCHEMA[schema].name, [
-            (record["video_id"].encode(), encode(schema, record, validate_record=False)) for record in records])
+        # Built here from the processor's numbers: the schema's validation would only repeat it.
+        return await start_sending(app, schema, records, validate=False)
 
     async def start_like_updates(updates: list[LikeUpdateDue]) -> None:
         if updates:

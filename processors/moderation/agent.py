@@ -32,8 +32,6 @@ def create_moderation_app(settings: Settings) -> faust.App:
     policy = load_policy(settings.moderation_policy)  # a bad policy file stops the worker at once
     app = faust_app("moderation", settings, settings.moderation_web_port, stream_buffer_maxsize=16)
     transcoded = raw_topic(app, TOPIC_BY_SCHEMA["VideoTranscoded"].name)
-    outputs = {schema: raw_topic(app, TOPIC_BY_SCHEMA[schema].name)
-               for schema in ("ModerationDecided", "VideoPublished", "ModerationReviewRequested")}
     moderator = Moderator(settings, s3_client(settings), create_backend(settings), policy)
 
     async def moderate(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -50,7 +48,7 @@ def create_moderation_app(settings: Settings) -> faust.App:
 
     async def decide_and_publish(event: dict[str, Any]) -> None:
         for schema, record in await moderate(event):
-            await send_event(outputs[schema], schema, record)  # in order: the decision first
+            await send_event(app, schema, record)  # in order: the decision first
 
     @app.agent(transcoded)
     async def moderation(stream: faust.StreamT) -> None:

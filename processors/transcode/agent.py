@@ -42,9 +42,6 @@ def create_transcode_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=16,
     )
     uploads = raw_topic(app, TOPIC_BY_SCHEMA["VideoUploaded"].name)
-    transcoded = raw_topic(app, TOPIC_BY_SCHEMA["VideoTranscoded"].name)
-    failed = raw_topic(app, TOPIC_BY_SCHEMA["TranscodeFailed"].name)
-    progress = raw_topic(app, TOPIC_BY_SCHEMA["TranscodeProgress"].name)
     pipeline = TranscodePipeline(settings, s3_client(settings))
 
     @app.task
@@ -62,7 +59,7 @@ def create_transcode_app(settings: Settings) -> faust.App:
             if now - last_sent >= PROGRESS_EVERY_S or percent >= 100:
                 last_sent = now
                 asyncio.run_coroutine_threadsafe(
-                    send_event(progress, "TranscodeProgress", progress_record(video_id, percent)), loop)
+                    send_event(app, "TranscodeProgress", progress_record(video_id, percent)), loop)
 
         try:
             event = await run_with_retries(lambda: asyncio.to_thread(pipeline.run, upload, on_progress),
@@ -70,10 +67,10 @@ def create_transcode_app(settings: Settings) -> faust.App:
         except FinalTranscodeFailure as failure:
             log.warning("transcode of %s failed after %d attempt(s): %s", video_id, failure.attempt,
                         failure.error.reason)
-            await send_event(failed, "TranscodeFailed", failed_record(
+            await send_event(app, "TranscodeFailed", failed_record(
                 video_id, failure.error.reason, failure.error.retryable, failure.attempt))
             return
-        await send_event(transcoded, "VideoTranscoded", event)
+        await send_event(app, "VideoTranscoded", event)
         log.info("transcoded %s: %d renditions", video_id, len(event["renditions"]))
 
     @app.agent(uploads)
