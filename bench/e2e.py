@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.proc import cpu_seconds, rss_kib
 from common.process import free_port
 from common.settings import Settings, load_settings
 from common.tokens import issue_token
@@ -53,7 +54,6 @@ from producers.client import AsyncIngestClient, IngestClientError
 
 LAG_GOAL_S = 2.0
 PROBE_EVERY_S = 0.1
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PORT_SETTINGS = ("KAFKA_CONTROLLER_PORT", "EDGE_PORT", "INGEST_PORT", "TRANSCODE_WEB_PORT", "SINK_QUERY_PORT",
                  "HEAT_WEB_PORT", "MODERATION_WEB_PORT", "WS_PORT", "RECS_WEB_PORT", "RECS_MILVUS_PORT")
 
@@ -165,21 +165,11 @@ class ProcessSampler:
 
     @staticmethod
     def _cpu(pid: int) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime + stime
-        except (OSError, IndexError, ValueError):
-            return 0.0
+        return cpu_seconds(pid)
 
     @staticmethod
     def rss_mib(pid: int) -> float:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
+        return rss_kib(pid) / 1024
 
     def _run(self) -> None:
         while not self.stop.wait(1.0):

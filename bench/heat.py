@@ -60,6 +60,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from fastavro import schemaless_reader
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.proc import cpu_seconds, peak_rss_mib
 from infra.clickhouse.client import clickhouse_client
 from infra.clickhouse.migrate import migrate
 from common.process import free_port
@@ -268,11 +269,6 @@ def noop_rate(bootstrap: str, count: int, skip: int, loop: str = "uvloop", cytho
     noop = subprocess.run([sys.executable, "-m", "bench.faust_noop", bootstrap, str(count), str(skip), loop],
                           capture_output=True, text=True, timeout=900, check=True, env=env)
     return float(re.findall(r"noop events/s (\d+)", noop.stdout + noop.stderr)[-1])  # Faust logs prints
-
-
-def peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
 
 
 class Bench:
@@ -516,9 +512,15 @@ def main() -> int:
                 time.sleep(ahead)
 
         time.sleep(max(0.0, begin - time.time()))
+        [broker] = [component for component in stack.infrastructure if component.name == "kafka"]
+        pids = {"kafka": broker.process.pid, "bench (sink, producer)": os.getpid(),
+                **{f"heat worker {n + 1}": worker.process.pid for n, worker in enumerate(bench.workers)}}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         sent = produce_encoded(settings.kafka_bootstrap, encoded, schedule=due)
         bench.produced += sent
-        offered = sent / (time.time() - begin)
+        elapsed = time.time() - begin
+        cpu_share = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
+        offered = sent / elapsed
         time.sleep(5)
         lag_after = [lag_buckets(worker_metrics(worker.port)) for worker in bench.workers]
         with bench.lock:
@@ -533,6 +535,8 @@ def main() -> int:
         print(f"  Kafka -> heat state ({len(bench.workers)} worker(s), per event): p50 "
               f"{bucket_quantile(before, after, 0.5):6.2f} s   p99 {bucket_quantile(before, after, 0.99):6.2f} s"
               f"   (n={after[-1][1] - before[-1][1]:.0f})")
+        print("  CPU while producing, share of one core: " + ", ".join(
+            f"{name} {share:.0%}" for name, share in cpu_share.items()))
         worker = bench.workers[0]
         assert worker.process is not None and worker.process.pid is not None
         print(f"heat worker peak RSS: {peak_rss_mib(worker.process.pid):.0f} MiB after {bench.produced:,} events")

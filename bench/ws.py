@@ -49,6 +49,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
+from bench.proc import cpu_seconds, rss_kib
 from common.process import free_port
 from common.settings import Settings, load_settings
 from common.tokens import issue_age_token
@@ -92,16 +93,6 @@ def _client_argv(client: str, impl: str) -> list[str]:
     return [str(go_load_client()), "--impl", impl] if client == "go" else [sys.executable, "-m", "bench.ws_load", "client"]
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
 def _family(pid: int) -> list[int]:
     """pid and its children (the gateway's SO_REUSEPORT processes)."""
     pids = [pid]
@@ -121,14 +112,7 @@ def _cpu_s(pids: list[int]) -> float:
 
 def _cpu_each(pids: list[int]) -> list[float]:
     """CPU seconds (user + system) of each process."""
-    each = []
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            each.append((int(fields[11]) + int(fields[12])) / 100)
-        except FileNotFoundError:
-            each.append(0.0)
-    return each
+    return [cpu_seconds(pid) for pid in pids]
 
 
 def age_token(settings: Settings) -> str:
@@ -284,10 +268,10 @@ def phase(settings: Settings, kind: str, connections: int, rate: float, seconds:
         load_processes = 1 if client == "go" else LOAD_PROCESSES
     argv = _client_argv(client, impl)
     with _server(settings, kind, processes, rate, connections) as (url, pids):
-        idle_kib = sum(_rss_kib(p) for p in pids)
+        idle_kib = sum(rss_kib(p) for p in pids)
         peak = [idle_kib]
         stop = threading.Event()
-        threads = [threading.Thread(target=lambda: [peak.append(sum(_rss_kib(p) for p in pids))
+        threads = [threading.Thread(target=lambda: [peak.append(sum(rss_kib(p) for p in pids))
                                                     for _ in iter(lambda: stop.wait(0.5), True)], daemon=True)]
         produced = [0]
         producer = threading.Thread(target=_produce, args=(settings, rate, stop, produced), daemon=True)

@@ -48,6 +48,14 @@ swapped halves, and each re-read the other's changelogs (10-15 s for 15,000 entr
 an event. `RestartStickyAssignor` writes each assignment to the app's directory and claims it
 again at the next start; a stale claim (a partition another member took over meanwhile) is one of
 the duplicate claims the leader already resolves (`CopartitionedAssignor._unassign_overassigned`).
+5. Fetches that wait for a batch. Faust builds its aiokafka consumer with aiokafka's
+`fetch_min_bytes=1`: a worker that keeps up asks the broker again the moment a fetch returns with
+a handful of records, and the broker's CPU went to answering fetches. `BatchFetchConsumerThread`
+gives it infra/kafka/fetching.py's `FETCH_MIN_BYTES` / `FETCH_MAX_WAIT_MS`: a fetch waits until
+64 KiB are there or 100 ms have passed (at most that much added latency, for far fewer requests).
+At a steady 2,500 events/s to one heat worker, with the sink fetching the same way, the broker
+went from 88 % to 60 % of a core and the worker's lag p99 from 4.9 s to 1.8 s. A backlog (or a
+changelog being recovered) fills a fetch at once, as before.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ from faust.assignor.client_assignment import ClientAssignment
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode.services import WaitResults
+
+from infra.kafka.fetching import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +230,9 @@ class _ActivePartitions:
 class DirectDeliveryConsumer(aiokafka_driver.Consumer):
     _held: frozenset[TP] = frozenset()  # stream partitions Faust resumed while rebalancing (3.)
 
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return BatchFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         tps = set(tps)
         if self.app.rebalancing:
@@ -267,6 +280,17 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
             raise
         # The delivery has to wait (a full buffer, flow control): race it against a rebalance.
         return await super().wait_first(_Resumed(delivery, suspended_on), flow_suspended)
+
+
+class BatchFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread, its worker consumer's fetches waiting for a batch (5.)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher: not started yet here.
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
 
 
 class Transport(aiokafka_driver.Transport):

@@ -27,6 +27,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from infra.kafka.fetching import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES
 from infra.kafka.producer import OutgoingMessage, produce_acknowledged
 from processors.sink.dedup import batch_event_ids, drop_seen, stored_event_ids
 from processors.sink.rows import MAPPING_BY_TABLE, TABLE_OF_SCHEMA
@@ -100,6 +101,8 @@ class ClickHouseSink:
             "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "max.poll.interval.ms": 600_000,
             "partition.assignment.strategy": "cooperative-sticky",
+            # Rows wait for the batch interval anyway (infra/kafka/fetching.py).
+            "fetch.min.bytes": FETCH_MIN_BYTES, "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
             # Static membership: a restarted sink (same host) takes its partitions back at once
             # instead of waiting out the session of the member it replaces.
             "group.instance.id": f"{group_id}-{socket.gethostname()}",
