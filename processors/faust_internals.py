@@ -46,8 +46,11 @@ memory only, so after a restart of the workers (a deploy, the supervisor) every 
 nothing and the leader deals the partitions out afresh: two heat workers restarted together
 swapped halves, and each re-read the other's changelogs (10-15 s for 15,000 entries) before taking
 an event. `RestartStickyAssignor` writes each assignment to the app's directory and claims it
-again at the next start; a stale claim (a partition another member took over meanwhile) is one of
-the duplicate claims the leader already resolves (`CopartitionedAssignor._unassign_overassigned`).
+again at the next start. The first member back takes every partition until the others return:
+it goes on claiming only its own meanwhile (else its claim of all would collide with each
+returning member's, and the leader's tie-break, first member wins, swapped them). A stale claim
+(a partition another member took over meanwhile) is one of the duplicate claims the leader
+already resolves (`CopartitionedAssignor._unassign_overassigned`).
 5. Fetches that wait for a batch. Faust builds its aiokafka consumer with aiokafka's
 `fetch_min_bytes=1`: a worker that keeps up asks the broker again the moment a fetch returns with
 a handful of records, and the broker's CPU went to answering fetches. `BatchFetchConsumerThread`
@@ -71,7 +74,7 @@ import faust
 import rocksdict
 from aiokafka import TopicPartition
 from faust.assignor import PartitionAssignor
-from faust.assignor.client_assignment import ClientAssignment
+from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode.services import WaitResults
@@ -298,23 +301,37 @@ class Transport(aiokafka_driver.Transport):
 
 
 class RestartStickyAssignor(PartitionAssignor):
-    """Faust's assignor, with this member's last assignment kept on disk and claimed at start (4.)."""
+    """Faust's assignor, each member claiming its partitions of before a restart (4.): the claim
+    is kept on disk. A member that gets more than it claims (it came back first, or the others
+    are away) goes on claiming only its own, so that each of the others gets its partitions back
+    as it returns; a member that gets less or other partitions claims what it got from then on."""
 
     SAVED_NAME = "last-assignment.json"
 
     def __init__(self, app: faust.App, replicas: int = 0) -> None:
         super().__init__(app, replicas)
         self._saved = Path(app.conf.appdir) / self.SAVED_NAME
+        self._claim: ClientAssignment | None = None
         try:
-            self._assignment = ClientAssignment.loads(self._saved.read_bytes())
+            self._claim = ClientAssignment.loads(self._saved.read_bytes())
         except FileNotFoundError:
             pass
         except Exception as exc:  # noqa: BLE001 - unreadable: claim nothing, as Faust would
             log.warning("ignoring the saved assignment %s: %s", self._saved, exc)
 
+    @property
+    def _metadata(self) -> ClientMetadata:
+        metadata = super()._metadata
+        if self._claim is not None:
+            metadata.assignment = self._claim
+        return metadata
+
     def on_assignment(self, assignment: Any) -> None:
         super().on_assignment(assignment)
+        if self._claim is not None and self._claim.active_tps <= self._assignment.active_tps:
+            return  # more than its own, for now: it keeps claiming its own
+        self._claim = self._assignment
         self._saved.parent.mkdir(parents=True, exist_ok=True)
         partial = self._saved.with_suffix(".partial")
-        partial.write_bytes(self._assignment.dumps())
+        partial.write_bytes(self._claim.dumps())
         os.replace(partial, self._saved)  # never a half-written claim

@@ -252,8 +252,9 @@ def _wait_ready(settings: Settings, timeout_s: float = 60) -> None:
 
 
 def test_two_workers_restarted_together_keep_their_partitions(stack: Settings) -> None:
-    """A deploy restarts every worker: each claims what it held, instead of the leader dealing the
-    partitions out afresh (each worker would then re-read the others' changelogs first)."""
+    """A deploy restarts every worker: each gets back what it held, instead of the leader dealing
+    the partitions out afresh (each worker would then re-read the others' changelogs first), even
+    when one comes back first and holds all of them meanwhile."""
     first, second = (stack.model_copy(update={"heat_web_port": stable_port(f"heat-{n}")}) for n in (1, 2))
     specs = [(first, "heat", first.heat_web_port), (second, "heat", second.heat_web_port)]
     # The first worker takes all six partitions, then hands some to the second as it joins: the
@@ -264,9 +265,11 @@ def test_two_workers_restarted_together_keep_their_partitions(stack: Settings) -
             _wait_ready(second)
             before = _stable_assignment(first)
     # Down longer than the session timeout (processors/app.py): the broker forgets both members,
-    # and their return is a new deal, not the broker's cached assignment of a static rejoin.
+    # and their return is a new deal, not the broker's cached assignment of a static rejoin. The
+    # second comes back first and holds all six until the first returns.
     time.sleep(SESSION_TIMEOUT_S + 1)
-    with running_services(list(reversed(specs))):
-        for settings in (first, second):
-            _wait_ready(settings)
-        assert _stable_assignment(first) == before
+    with running_services(specs[1:]):
+        _wait_ready(second)
+        with running_services(specs[:1]):
+            _wait_ready(first)
+            assert _stable_assignment(first) == before
