@@ -155,7 +155,7 @@ class ProcessSampler:
         state = read_state(settings) or {}
         self.pids = {name: int(entry["pid"]) for name, entry in state.get("components", {}).items()}
         self.pids.update(extra or {})
-        self.start = {name: self._cpu(pid) for name, pid in self.pids.items()}
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self.last = dict(self.start)  # a process that ended keeps its last reading
         self.began = time.monotonic()
         self.rss_peak: dict[str, int] = dict.fromkeys(self.pids, 0)
@@ -163,26 +163,18 @@ class ProcessSampler:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    @staticmethod
-    def _cpu(pid: int) -> float:
-        return cpu_seconds(pid)
-
-    @staticmethod
-    def rss_mib(pid: int) -> float:
-        return rss_kib(pid) / 1024
-
     def _run(self) -> None:
         while not self.stop.wait(1.0):
             for name, pid in self.pids.items():
-                self.rss_peak[name] = max(self.rss_peak[name], int(self.rss_mib(pid)))
-                self.last[name] = max(self.last[name], self._cpu(pid))
+                self.rss_peak[name] = max(self.rss_peak[name], rss_kib(pid) // 1024)
+                self.last[name] = max(self.last[name], cpu_seconds(pid))
 
     def finish(self) -> dict[str, tuple[float, int]]:
         """name -> (CPU share of one core over the sampling, peak RSS MiB)."""
         self.stop.set()
         self.thread.join(timeout=5)
         wall = time.monotonic() - self.began
-        return {name: ((max(self.last[name], self._cpu(pid)) - self.start[name]) / wall, self.rss_peak[name])
+        return {name: ((max(self.last[name], cpu_seconds(pid)) - self.start[name]) / wall, self.rss_peak[name])
                 for name, pid in self.pids.items()}
 
 
@@ -258,7 +250,7 @@ def soak(env: dict[str, str], settings: Settings, rate: float, seconds: float, w
             time.sleep(min(window_s, left))
             done = dict(probes.acked)
             probes.acked.clear()
-            rss = {name: round(ProcessSampler.rss_mib(pid)) for name, pid in sampler.pids.items()}
+            rss = {name: round(rss_kib(pid) / 1024) for name, pid in sampler.pids.items()}
             windows.append({"at_s": round(time.monotonic() - began), "probes": done, "rss": rss})
     out, _ = simulate.communicate()
     processes = sampler.finish()

@@ -149,9 +149,14 @@ def pair_views(first: int, count: int, seed: int) -> Iterator[Event]:
             occurred_at=now - timedelta(seconds=rng.randrange(0, 86_000))))
 
 
+def encoded(events: Iterable[Event]) -> Iterator[tuple[str, bytes, bytes]]:
+    """(topic, value, key) of each event, as produced."""
+    return ((TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
+            for schema, record in events)
+
+
 def produce(bootstrap: str, events: Iterable[Event]) -> None:
-    produce_encoded(bootstrap, ((TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
-                                for schema, record in events))
+    produce_encoded(bootstrap, encoded(events))
 
 
 def produce_encoded(bootstrap: str, records: Iterable[tuple[str, bytes, bytes]],
@@ -336,10 +341,9 @@ class Bench:
         """The running, settled workers take `events`, produced at once (encoded beforehand, and
         produced many times faster than the workers take them: a backlog with nobody restarted):
         events/s from the first one taken to the last."""
-        encoded = [(TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
-                   for schema, record in events]
+        records = list(encoded(events))
         before = self.taken()
-        sender = threading.Thread(target=produce_encoded, args=(self.settings.kafka_bootstrap, encoded))
+        sender = threading.Thread(target=produce_encoded, args=(self.settings.kafka_bootstrap, records))
         sender.start()
         first = 0.0
         while True:
@@ -347,12 +351,12 @@ class Bench:
             now = time.perf_counter()
             if taken and not first:
                 first = now
-            if taken >= len(encoded):
+            if taken >= len(records):
                 break
             time.sleep(0.05)
         sender.join()
-        self.produced += len(encoded)
-        return len(encoded) / max(now - first, 1e-9)
+        self.produced += len(records)
+        return len(records) / max(now - first, 1e-9)
 
     def taken(self) -> int:
         total = 0
@@ -501,8 +505,7 @@ def main() -> int:
         begin = time.time() + 3 + 1.5 * count * (time.perf_counter() - timed) / 2000  # after the encoding below
         planned = [make_event(rng, args.videos, datetime.fromtimestamp(begin + n / args.rate, UTC))
                    for n in range(count)]
-        encoded = [(TOPIC_BY_SCHEMA[schema].name, encode(schema, record), record["video_id"].encode())
-                   for schema, record in planned]
+        records = list(encoded(planned))
         del planned
         marker = datetime.fromtimestamp(begin, UTC)
 
@@ -516,7 +519,7 @@ def main() -> int:
         pids = {"kafka": broker.process.pid, "bench (sink, producer)": os.getpid(),
                 **{f"heat worker {n + 1}": worker.process.pid for n, worker in enumerate(bench.workers)}}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        sent = produce_encoded(settings.kafka_bootstrap, encoded, schedule=due)
+        sent = produce_encoded(settings.kafka_bootstrap, records, schedule=due)
         bench.produced += sent
         elapsed = time.time() - begin
         cpu_share = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}

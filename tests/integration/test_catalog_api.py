@@ -83,7 +83,7 @@ def one_per_state(stack: Settings, api: httpx.Client, admin: dict[str, str]) -> 
               for i, state in enumerate(STATES)}
     produce(stack, [event for state, video in videos.items() for event in video.through(state)])
     # As the owner: each topic is read on its own, so a state can be folded before the upload event
-    # that names the uploader (a record the owner does not see yet, as in the CI run of fd6ca01).
+    # that names the uploader (until then only admins see the record).
     for state, video in videos.items():
         wait_state(api, bearer(stack, owner), video.video_id, state)
     return videos

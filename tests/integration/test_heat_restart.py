@@ -251,7 +251,7 @@ def _wait_ready(settings: Settings, timeout_s: float = 60) -> None:
     raise AssertionError(f"the heat worker on {settings.heat_web_port} never became ready")
 
 
-def test_two_workers_restarted_together_keep_their_partitions(stack: Settings) -> None:
+def test_two_workers_restarted_one_after_the_other_keep_their_partitions(stack: Settings) -> None:
     """A deploy restarts every worker: each gets back what it held, instead of the leader dealing
     the partitions out afresh (each worker would then re-read the others' changelogs first), even
     when one comes back first and holds all of them meanwhile."""
